@@ -1,0 +1,9 @@
+//! Running the IPAM plugin named by `ipam.type`, found in `CNI_PATH` like libcni does.
+
+// The main plugins (bridge, ptp, macvlan, ...) are its callers; until they land, the unit
+// tests below `delegate` exercise it against scripts and the Go host-local.
+#![allow(dead_code)]
+
+mod delegate;
+
+pub use delegate::delegate;

@@ -1,0 +1,13 @@
+//! cnibox: every CNI reference plugin in one static binary, picked by the name it was run as.
+
+mod applets;
+mod cni;
+mod ipam;
+mod logging;
+mod netlink;
+mod netns;
+mod plugins;
+
+fn main() {
+    std::process::exit(applets::main());
+}

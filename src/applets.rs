@@ -12,7 +12,13 @@ use crate::cni::{Applet, CniError, Env, code};
 use crate::plugins;
 
 /// Every applet this build carries, in `--list` order.
-pub const APPLETS: &[Applet] = &[plugins::loopback::APPLET];
+pub const APPLETS: &[Applet] = &[
+    plugins::loopback::APPLET,
+    plugins::ptp::APPLET,
+    plugins::host_local::APPLET,
+    plugins::static_ipam::APPLET,
+    plugins::tuning::APPLET,
+];
 
 pub fn find(name: &str) -> Option<&'static Applet> {
     APPLETS.iter().find(|applet| applet.name == name)
@@ -36,6 +42,10 @@ pub fn main() -> i32 {
 }
 
 fn multicall(args: Vec<OsString>) -> i32 {
+    // `cnibox install DIR ...`: the binary installs itself (images without a shell).
+    if args.get(1).is_some_and(|a| a == "install") {
+        return crate::install::main(&args[2..]);
+    }
     let cli = clap::Command::new("cnibox")
         .about("All the CNI reference plugins in one binary; run it through a link named after a plugin")
         .disable_version_flag(true)

@@ -2,11 +2,15 @@
 
 mod applets;
 mod cni;
+mod firewall;
+mod iface;
+mod install;
 mod ipam;
 mod logging;
 mod netlink;
 mod netns;
 mod plugins;
+mod sysctl;
 
 fn main() {
     std::process::exit(applets::main());

@@ -7,3 +7,4 @@
 mod delegate;
 
 pub use delegate::delegate;
+pub mod host_local;

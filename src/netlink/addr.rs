@@ -84,6 +84,36 @@ impl Netlink {
         self.ack(&op, Rtm::Newaddr, NlmF::CREATE | NlmF::EXCL, req)
     }
 
+    /// Adds `addr` as the Go netlink library does: an IPv4 address shorter than /31 gets its
+    /// subnet's broadcast address (`IFA_BROADCAST`), so `ip addr` shows `brd`.
+    pub fn add_address_with_broadcast(
+        &self,
+        index: u32,
+        addr: IpNetwork,
+    ) -> Result<(), NetlinkError> {
+        let IpNetwork::V4(v4) = addr else {
+            return self.add_address(index, addr, false);
+        };
+        if v4.prefix() >= 31 {
+            return self.add_address(index, addr, false);
+        }
+        let op = format!("add address {addr} on link {index}");
+        let req = address_msg(index, addr, IfaF::empty()).and_then(|msg| {
+            let brd = attr::attr(Ifa::Broadcast, v4.broadcast().octets().as_slice())?;
+            let mut attrs: RtBuffer<Ifa, Buffer> = msg.rtattrs().iter().cloned().collect();
+            attrs.push(brd);
+            Ok(IfaddrmsgBuilder::default()
+                .ifa_family(*msg.ifa_family())
+                .ifa_prefixlen(*msg.ifa_prefixlen())
+                .ifa_flags(*msg.ifa_flags())
+                .ifa_scope(*msg.ifa_scope())
+                .ifa_index(*msg.ifa_index())
+                .rtattrs(attrs)
+                .build()?)
+        });
+        self.ack(&op, Rtm::Newaddr, NlmF::CREATE | NlmF::EXCL, req)
+    }
+
     pub fn del_address(&self, index: u32, addr: IpNetwork) -> Result<(), NetlinkError> {
         let op = format!("delete address {addr} from link {index}");
         let req = address_msg(index, addr, IfaF::empty());

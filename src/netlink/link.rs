@@ -21,6 +21,10 @@ pub struct Link {
     pub mtu: u32,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
+    /// `IFF_PROMISC` is set.
+    pub promisc: bool,
+    /// `IFLA_OPERSTATE` (RFC 2863: 6 is up, 2 down, 7 lower layer down, 0 unknown).
+    pub oper_state: u8,
     pub master: Option<u32>,
     pub alias: Option<String>,
     /// Set when the link's peer or parent lives in another namespace.
@@ -203,7 +207,10 @@ impl Netlink {
 }
 
 /// An `ifinfomsg` for link `index` (0: none) carrying `attrs`.
-fn link_msg(index: u32, attrs: Vec<Rtattr<Ifla, Buffer>>) -> Result<Ifinfomsg, CodecError> {
+pub(super) fn link_msg(
+    index: u32,
+    attrs: Vec<Rtattr<Ifla, Buffer>>,
+) -> Result<Ifinfomsg, CodecError> {
     Ok(IfinfomsgBuilder::default()
         .ifi_family(RtAddrFamily::Unspecified)
         .ifi_index(i32::try_from(index)?)
@@ -218,7 +225,7 @@ fn new_link_msg(spec: &LinkSpec) -> Result<Ifinfomsg, CodecError> {
 }
 
 /// Name, MTU, MAC and target namespace: shared by a new link and a veth peer.
-fn own_attrs(
+pub(super) fn own_attrs(
     name: &str,
     mtu: Option<u32>,
     mac: Option<[u8; 6]>,
@@ -253,7 +260,7 @@ fn link_info(kind: &LinkKind) -> Result<Rtattr<Ifla, Buffer>, CodecError> {
     attr::nest(Ifla::Linkinfo, &info)
 }
 
-fn parse_link(msg: &Ifinfomsg) -> Result<Link, CodecError> {
+pub(super) fn parse_link(msg: &Ifinfomsg) -> Result<Link, CodecError> {
     let attrs = msg.rtattrs();
     let index = u32::try_from(*msg.ifi_index())?;
     let name = attr::find(attrs, Ifla::Ifname)
@@ -274,6 +281,10 @@ fn parse_link(msg: &Ifinfomsg) -> Result<Link, CodecError> {
             .and_then(attr::to_u32)
             .unwrap_or(0),
         up: msg.ifi_flags().contains(Iff::UP),
+        promisc: msg.ifi_flags().contains(Iff::PROMISC),
+        oper_state: attr::find(attrs, Ifla::Operstate)
+            .and_then(|p| p.first().copied())
+            .unwrap_or(0),
         master: attr::find(attrs, Ifla::Master).and_then(attr::to_u32),
         alias: attr::find(attrs, Ifla::Ifalias).and_then(attr::to_string),
         link_netnsid: attr::find(attrs, Ifla::LinkNetnsid).and_then(attr::to_i32),
@@ -281,7 +292,7 @@ fn parse_link(msg: &Ifinfomsg) -> Result<Link, CodecError> {
     })
 }
 
-fn format_mac(mac: [u8; 6]) -> String {
+pub fn format_mac(mac: [u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()

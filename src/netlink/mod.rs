@@ -12,9 +12,14 @@
 
 mod addr;
 mod attr;
+mod bridge;
 mod consts;
 mod link;
+mod link_flags;
 mod route;
+mod route_table;
+mod rule;
+mod tc;
 
 use std::cell::Cell;
 use std::fmt;
@@ -34,11 +39,21 @@ use neli::{FromBytesWithInput, Size, ToBytes};
 #[allow(unused_imports)]
 pub use addr::{Address, Family};
 #[allow(unused_imports)]
+pub use bridge::{BridgePort, BridgeVlan, PortSettings};
+#[allow(unused_imports)]
 pub use consts::{RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN};
 #[allow(unused_imports)]
-pub use link::{Link, LinkKind, LinkSpec, VethPeer};
+pub use link::{Link, LinkKind, LinkSpec, VethPeer, format_mac};
+#[allow(unused_imports)]
+pub use link_flags::{LinkFlag, LinkFlags};
 #[allow(unused_imports)]
 pub use route::Route;
+#[allow(unused_imports)]
+pub use route_table::TableRoute;
+#[allow(unused_imports)]
+pub use rule::Rule;
+#[allow(unused_imports)]
+pub use tc::{Filter, Qdisc, Tbf};
 
 use attr::CodecError;
 

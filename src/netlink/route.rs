@@ -31,6 +31,8 @@ pub struct Route {
     pub advmss: Option<u32>,
     /// `RTPROT_*`: who made the route (2 kernel, 3 boot, 4 static, ...).
     pub protocol: u8,
+    /// `RTA_PREFSRC`: the source address preferred for traffic along this route.
+    pub prefsrc: Option<IpAddr>,
 }
 
 impl Route {
@@ -47,6 +49,7 @@ impl Route {
             mtu: None,
             advmss: None,
             protocol: RTPROT_BOOT,
+            prefsrc: None,
         }
     }
 }
@@ -86,6 +89,14 @@ impl Netlink {
             NlmF::CREATE | NlmF::EXCL,
             add_msg(route),
         )
+    }
+
+    /// Adds a route without `NLM_F_EXCL`, as `RouteAddEcmp` of the reference does: an IPv6
+    /// route to the same destination with another next hop becomes a multipath sibling, and
+    /// an IPv4 one an alternative. A route identical in every respect still fails (EEXIST).
+    pub fn add_route_ecmp(&self, route: &Route) -> Result<(), NetlinkError> {
+        let op = format!("add route {}", describe(route));
+        self.ack(&op, Rtm::Newroute, NlmF::CREATE, add_msg(route))
     }
 
     /// Deletes the route matching `route`'s destination, table, gateway, output link and
@@ -134,6 +145,9 @@ fn dump_msg(
 
 fn add_msg(route: &Route) -> Result<Rtmsg, CodecError> {
     let mut attrs = selector_attrs(route)?;
+    if let Some(src) = route.prefsrc {
+        attrs.push(attr::attr(Rta::Prefsrc, attr::ip_octets(src))?);
+    }
     let metrics = [(RTAX_MTU, route.mtu), (RTAX_ADVMSS, route.advmss)]
         .into_iter()
         .filter_map(|(ty, value)| value.map(|v| attr::attr::<u16, _>(ty, v)))
@@ -234,6 +248,7 @@ fn parse_route(msg: &Rtmsg) -> Result<Option<Route>, CodecError> {
         mtu: metric(RTAX_MTU),
         advmss: metric(RTAX_ADVMSS),
         protocol: u8::from(*msg.rtm_protocol()),
+        prefsrc: attr::find(attrs, Rta::Prefsrc).and_then(attr::to_ip),
     }))
 }
 

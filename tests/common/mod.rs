@@ -591,3 +591,177 @@ pub fn go_plugin(name: &str) -> Option<PathBuf> {
     skip(&format!("the Go {name} comparison"), &reason);
     None
 }
+
+// ------------------------------------------------------------------ kernel features
+
+/// Whether env `CNIBOX_VM=1` is set: the tests run inside the full-kernel VM
+/// lane (tests/vm), where every kernel feature must be there.
+fn in_vm_lane() -> bool {
+    std::env::var("CNIBOX_VM").is_ok_and(|v| v == "1")
+}
+
+/// Run one probe in a throwaway namespace: `Ok(())` if every `ip -n NS ...`
+/// command succeeded, else the failing command and its error.
+fn probe_in_netns(tag: &str, cmds: &[Vec<String>]) -> Result<(), String> {
+    let ns = Netns::new(tag);
+    for args in cmds {
+        let out = ip_command(
+            &ns.name,
+            false,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .output()
+        .map_err(|e| format!("running ip: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`ip -n {} {}`: {}",
+                ns.name,
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Probe results per feature, so each test process probes a feature once.
+fn probe_cached(key: &str, probe: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static CACHE: OnceLock<Mutex<HashMap<String, Result<(), String>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(r) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+        return r.clone();
+    }
+    let r = probe();
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.to_string(), r.clone());
+    r
+}
+
+/// Report a kernel feature the current test needs: true if present. If it is
+/// missing this prints `SKIP: <test> because this kernel lacks <what> (runs
+/// in the VM lane, tests/vm)` and returns false, so the caller returns early;
+/// inside the VM lane (env `CNIBOX_VM=1`) it panics instead.
+fn require_feature(what: &str, result: Result<(), String>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(e) if in_vm_lane() => {
+            panic!("CNIBOX_VM=1 but this kernel lacks {what}: {e}")
+        }
+        Err(_) => {
+            note(&format!(
+                "SKIP: {} because this kernel lacks {what} (runs in the VM lane, tests/vm)",
+                test_name()
+            ));
+            false
+        }
+    }
+}
+
+/// Whether the kernel can create links of `kind` (`dummy`, `vlan`, `ipvlan`,
+/// `vrf`, `macvlan`, ...), probed once per test process with `ip link add` in
+/// a throwaway namespace (kinds that need a parent get a veth one). When the
+/// kind is missing it prints a visible SKIP line and returns false (the test
+/// then returns early); with `CNIBOX_VM=1` it panics, since the VM lane's
+/// kernel has them all.
+///
+/// ```ignore
+/// if !common::require_link_kind("vlan") { return; }
+/// ```
+pub fn require_link_kind(kind: &str) -> bool {
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+    let parent = s(&[
+        "link",
+        "add",
+        "cnbprobe-p",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "cnbprobe-q",
+    ]);
+    let cmds = match kind {
+        "vlan" => vec![
+            parent,
+            s(&[
+                "link",
+                "add",
+                "link",
+                "cnbprobe-p",
+                "name",
+                "cnbprobe0",
+                "type",
+                "vlan",
+                "id",
+                "5",
+            ]),
+        ],
+        "macvlan" | "macvtap" | "ipvlan" | "ipvtap" => vec![
+            parent,
+            s(&[
+                "link",
+                "add",
+                "link",
+                "cnbprobe-p",
+                "name",
+                "cnbprobe0",
+                "type",
+                kind,
+            ]),
+        ],
+        "vrf" => vec![s(&[
+            "link",
+            "add",
+            "cnbprobe0",
+            "type",
+            "vrf",
+            "table",
+            "10",
+        ])],
+        "veth" => vec![parent],
+        "vxlan" => vec![s(&[
+            "link",
+            "add",
+            "cnbprobe0",
+            "type",
+            "vxlan",
+            "id",
+            "42",
+            "dstport",
+            "4789",
+        ])],
+        _ => vec![s(&["link", "add", "cnbprobe0", "type", kind])],
+    };
+    let result = probe_cached(&format!("link kind {kind}"), || {
+        probe_in_netns("probe", &cmds)
+    });
+    require_feature(&format!("the {kind} link kind"), result)
+}
+
+/// Whether bridges support VLAN filtering (`vlan_filtering 1`; the bridge
+/// plugin's `vlan`/`vlanTrunk` need it). Same SKIP / `CNIBOX_VM=1` panic
+/// behaviour as [`require_link_kind`].
+pub fn require_bridge_vlan_filtering() -> bool {
+    let result = probe_cached("bridge vlan_filtering", || {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+        probe_in_netns(
+            "probe",
+            &[
+                s(&["link", "add", "cnbprobe-br", "type", "bridge"]),
+                s(&[
+                    "link",
+                    "set",
+                    "cnbprobe-br",
+                    "type",
+                    "bridge",
+                    "vlan_filtering",
+                    "1",
+                ]),
+            ],
+        )
+    });
+    require_feature("bridge VLAN filtering", result)
+}

@@ -1,0 +1,161 @@
+//! Pieces bridge and ptp (and the later veth-style plugins) share: config decoding helpers, the
+//! netns and IPAM steps with their reference error texts, masquerade set-up and teardown, and
+//! the addresses a DEL can still learn when the link is gone.
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use crate::cni::result::Dns;
+use crate::cni::{CniError, CniOutput, CniResult, Command, Request};
+use crate::firewall;
+use crate::ipam;
+use crate::netns::{NetNs, NetnsError};
+
+/// A config value where JSON `null` means the default, as Go's decoder treats it.
+pub fn null_default<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
+}
+
+/// The MTU to ask for: the reference passes any non-positive value as "kernel default".
+pub fn mtu(value: i64) -> Option<u32> {
+    u32::try_from(value).ok().filter(|m| *m > 0)
+}
+
+/// Whether the config's own `dns` sets anything, so it replaces the IPAM result's: a present
+/// list counts even when empty, as Go's nil check does.
+pub fn dns_override(req: &Request) -> Option<Dns> {
+    let raw: Value = serde_json::from_slice(&req.stdin).ok()?;
+    let dns = raw.get("dns")?;
+    let set = ["nameservers", "search", "options"]
+        .iter()
+        .any(|k| dns.get(*k).is_some_and(|v| !v.is_null()))
+        || dns
+            .get("domain")
+            .and_then(Value::as_str)
+            .is_some_and(|d| !d.is_empty());
+    set.then(|| req.config.dns.clone().unwrap_or_default())
+}
+
+/// Opens `CNI_NETNS` with the reference's error text.
+pub fn open_netns(path: &str) -> CniResult<NetNs> {
+    NetNs::open(path).map_err(|e| CniError::internal(format!("failed to open netns {path:?}: {e}")))
+}
+
+/// Opens `CNI_NETNS` for a DEL: None when it is empty or no longer exists.
+pub fn open_netns_for_del(path: &str) -> CniResult<Option<NetNs>> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    match NetNs::open(path) {
+        Ok(ns) => Ok(Some(ns)),
+        Err(NetnsError::NotFound(_)) => Ok(None),
+        Err(e) => Err(CniError::internal(format!(
+            "failed to open netns {path:?}: {e}"
+        ))),
+    }
+}
+
+/// IPAM ADD, requiring at least one IP.
+pub fn ipam_add(req: &Request) -> CniResult<CniOutput> {
+    let result = ipam::delegate(req, Command::Add)?
+        .ok_or_else(|| CniError::internal("IPAM plugin returned no result"))?;
+    Ok(result)
+}
+
+/// Undoes an ADD that failed after IPAM ADD: releases the addresses; the error that stopped
+/// the ADD is the one reported.
+pub fn release_after_failure(req: &Request) {
+    if let Err(e) = ipam::delegate(req, Command::Del) {
+        tracing::warn!("releasing the IPAM reservation after a failed ADD: {e}");
+    }
+}
+
+/// The masquerade backend, checked before anything is created (the reference only finds an
+/// unknown backend after the interfaces exist, and leaves them behind).
+pub fn masq_backend(
+    enabled: bool,
+    configured: Option<&str>,
+) -> CniResult<Option<firewall::MasqBackend>> {
+    if !enabled {
+        return Ok(None);
+    }
+    firewall::choose_backend(configured).map(Some)
+}
+
+pub fn masq_setup(
+    backend: firewall::MasqBackend,
+    req: &Request,
+    ips: &[IpNetwork],
+) -> CniResult<()> {
+    firewall::setup_ip_masq(
+        backend,
+        &req.config.name,
+        &req.env.ifname,
+        &req.env.container_id,
+        ips,
+    )
+}
+
+pub fn masq_teardown(req: &Request, ips: &[IpNetwork]) -> CniResult<()> {
+    firewall::teardown_ip_masq(
+        &req.config.name,
+        &req.env.ifname,
+        &req.env.container_id,
+        ips,
+    )
+}
+
+/// The addresses of the attachment as the runtime's `prevResult` lists them, for a DEL that
+/// finds no link to read them from.
+pub fn prev_result_ips(req: &Request) -> Vec<IpNetwork> {
+    match req.prev_result() {
+        Ok(Some(prev)) => prev.ips.iter().map(|ip| ip.address).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Adds to `ips` those of `more` it lacks.
+pub fn merge_ips(ips: &mut Vec<IpNetwork>, more: impl IntoIterator<Item = IpNetwork>) {
+    for ip in more {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+}
+
+/// GC: the IPAM plugin's GC, then the masquerade state (whatever `ipMasq` says now, since it
+/// may have been on when the attachments were made) of attachments not listed as valid. With
+/// no list at all nothing is known to be stale, so no rule is touched.
+pub fn gc(req: &Request) -> CniResult<()> {
+    let mut first_error = None;
+    if req.config.ipam_type().is_some()
+        && let Err(e) = ipam::delegate(req, Command::Gc)
+    {
+        first_error = Some(e);
+    }
+    if let Some(keep) = req.config.attachments_to_keep() {
+        let keep: Vec<(String, String)> = keep
+            .iter()
+            .map(|a| (a.container_id.clone(), a.ifname.clone()))
+            .collect();
+        if let Err(e) = firewall::gc_ip_masq(&req.config.name, &keep)
+            && first_error.is_none()
+        {
+            first_error = Some(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// STATUS: the IPAM plugin's STATUS, when there is one.
+pub fn status(req: &Request) -> CniResult<()> {
+    if req.config.ipam_type().is_some() {
+        ipam::delegate(req, Command::Status)?;
+    }
+    Ok(())
+}

@@ -43,6 +43,8 @@ populate() {
         printf 'pre%06d\r\neth0' "$i" >"$dir/$ip"
     done
     [ -z "$ip" ] || printf '%s' "$ip" >"$dir/last_reserved_ip.0"
+    # Write them back now rather than in the middle of the timed runs.
+    sync -f "$dir"
 }
 
 # time_case PLUGIN DATA_DIR RUNS: prints the median microseconds of one ADD+DEL pair.

@@ -15,9 +15,20 @@ use crate::plugins;
 pub const APPLETS: &[Applet] = &[
     plugins::loopback::APPLET,
     plugins::ptp::APPLET,
+    plugins::macvlan::APPLET,
+    plugins::ipvlan::APPLET,
+    plugins::vlan::APPLET,
+    plugins::host_device::APPLET,
+    plugins::dummy::APPLET,
+    plugins::tap::APPLET,
+    plugins::bridge::APPLET,
     plugins::host_local::APPLET,
     plugins::static_ipam::APPLET,
     plugins::tuning::APPLET,
+    plugins::sbr::APPLET,
+    plugins::bandwidth::APPLET,
+    plugins::portmap::APPLET,
+    plugins::firewall::APPLET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Applet> {
@@ -27,6 +38,10 @@ pub fn find(name: &str) -> Option<&'static Applet> {
 /// Entry point; returns the exit status.
 pub fn main() -> i32 {
     let args: Vec<OsString> = std::env::args_os().collect();
+    // tap re-executes itself to create a device under an SELinux label.
+    if let Some(code) = plugins::tap::helper_main(&args) {
+        return code;
+    }
     let invoked_as = args
         .first()
         .and_then(|arg0| Path::new(arg0).file_name())

@@ -17,7 +17,9 @@ use ipnetwork::IpNetwork;
 
 use crate::cni::result::{Interface, IpConfig, Route as ResultRoute};
 use crate::cni::{CniError, CniOutput, CniResult};
-use crate::netlink::{Family, Link, LinkKind, LinkSpec, Netlink, NetlinkError, Route, VethPeer};
+use crate::netlink::{
+    Family, Link, LinkDetails, LinkKind, LinkSpec, Netlink, NetlinkError, Route, VethPeer,
+};
 use crate::netns::NetNs;
 use crate::sysctl;
 
@@ -201,6 +203,132 @@ pub fn setup_veth(
         host: host_link,
         container: container_link,
     })
+}
+
+/// The link `name` in the calling thread's namespace (socket `host_nl`), or in `container`
+/// when `in_container` (the `linkInContainer` key of macvlan, ipvlan and vlan).
+pub fn lookup_link(
+    host_nl: &Netlink,
+    container: &NetNs,
+    in_container: bool,
+    name: &str,
+) -> CniResult<Option<Link>> {
+    if in_container {
+        in_netns(container, |nl| {
+            nl.link_by_name(name).map_err(CniError::internal)
+        })
+    } else {
+        host_nl.link_by_name(name).map_err(CniError::internal)
+    }
+}
+
+/// The link of the first default route (IPv4, then IPv6) of the main table, as the
+/// reference picks a macvlan/ipvlan `master` that is not configured.
+pub fn default_route_link(nl: &Netlink) -> CniResult<String> {
+    let routes = nl
+        .routes(None, Some(crate::netlink::RT_TABLE_MAIN), None)
+        .map_err(CniError::internal)?;
+    for route in routes.iter().filter(|r| r.dst.prefix() == 0) {
+        let Some(oif) = route.oif else { continue };
+        if let Some(link) = nl.link_by_index(oif).map_err(CniError::internal)? {
+            return Ok(link.name);
+        }
+    }
+    Err(CniError::internal("no default route interface found"))
+}
+
+/// Creates a link for the container as macvlan, ipvlan and vlan do: under a random temporary
+/// name (a kernel once clashed with a host link of the final name), straight into `container`
+/// from the calling thread's namespace, or made inside the container when `in_container`;
+/// then renamed to `ifname` there. A link that cannot be renamed is deleted again. Returns
+/// the result's interface entry (`sandbox` as given).
+pub fn create_for_container<'a>(
+    host_nl: &Netlink,
+    container: &'a NetNs,
+    in_container: bool,
+    mut spec: LinkSpec<'a>,
+    ifname: &str,
+    sandbox: &str,
+) -> CniResult<Interface> {
+    let kind = spec.kind.kind_name();
+    spec.name = random_veth_name()?;
+    let tmp = spec.name.clone();
+    let created = if in_container {
+        in_netns(container, |nl| Ok(nl.create_link(&spec)))?
+    } else {
+        spec.netns = Some(container.fd());
+        host_nl.create_link(&spec)
+    };
+    created.map_err(|e| CniError::internal(format!("failed to create {kind}: {e}")))?;
+    in_netns(container, |nl| rename_new_link(nl, &tmp, ifname, kind))?;
+    in_netns(container, |nl| {
+        container_interface(nl, ifname, sandbox, kind)
+    })
+}
+
+/// Renames the link `tmp` just made to `ifname`, deleting it if that fails.
+pub fn rename_new_link(nl: &Netlink, tmp: &str, ifname: &str, kind: &str) -> CniResult<()> {
+    let link = nl
+        .link_by_name(tmp)
+        .map_err(CniError::internal)?
+        .ok_or_else(|| CniError::internal(format!("failed to find new {kind} {tmp:?}")))?;
+    if let Err(e) = nl.rename(link.index, ifname) {
+        let _ = nl.delete_link(link.index);
+        return Err(CniError::internal(format!(
+            "failed to rename {kind} to {ifname:?}: {e}"
+        )));
+    }
+    Ok(())
+}
+
+/// The result entry of the container link `ifname`, looked up again for its MAC.
+pub fn container_interface(
+    nl: &Netlink,
+    ifname: &str,
+    sandbox: &str,
+    kind: &str,
+) -> CniResult<Interface> {
+    let link = nl
+        .link_by_name(ifname)
+        .map_err(CniError::internal)?
+        .ok_or_else(|| CniError::internal(format!("failed to refetch {kind} {ifname:?}")))?;
+    Ok(Interface {
+        name: link.name,
+        mac: mac_string(link.mac),
+        sandbox: sandbox.to_string(),
+        ..Interface::default()
+    })
+}
+
+/// CHECK of the container interface, as the reference does it for every single-interface
+/// plugin: named in the result, present, not in the host namespace, and the same MAC when the
+/// result has one. Returns the link with its kind-specific settings for the plugin's own checks.
+pub fn validate_container_link(nl: &Netlink, intf: &Interface) -> CniResult<LinkDetails> {
+    if intf.name.is_empty() {
+        return Err(CniError::internal(
+            "Container interface name missing in prevResult: ",
+        ));
+    }
+    let details = nl.link_details(&intf.name).ok().flatten().ok_or_else(|| {
+        CniError::internal(format!(
+            "Container Interface name in prevResult: {} not found",
+            intf.name
+        ))
+    })?;
+    if intf.sandbox.is_empty() {
+        return Err(CniError::internal(format!(
+            "Error: Container interface {} should not be in host namespace",
+            details.link.name
+        )));
+    }
+    let actual = mac_string(details.link.mac);
+    if !intf.mac.is_empty() && intf.mac != actual {
+        return Err(CniError::internal(format!(
+            "Interface {} Mac {} doesn't match container Mac: {actual}",
+            intf.name, intf.mac
+        )));
+    }
+    Ok(details)
 }
 
 /// The DAD sysctls bridge writes before configuring the container end: `accept_dad=0`

@@ -124,6 +124,10 @@ fn parse(args: &[OsString]) -> Result<Options, i32> {
         .get_many::<String>("only")
         .map(|v| v.filter(|s| !s.is_empty()).cloned().collect());
     if let Some(only) = &only {
+        if only.is_empty() {
+            error("--only needs at least one applet name");
+            return Err(EXIT_USAGE);
+        }
         for name in only {
             if !APPLETS.iter().any(|a| a.name == name) {
                 let known: Vec<&str> = APPLETS.iter().map(|a| a.name).collect();

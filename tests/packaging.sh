@@ -497,7 +497,7 @@ self_install() {
     summary_is "$((n + 1)) new, 0 updated, 0 unchanged, 0 replaced, 0 skipped"
     check_layout "$t/a/bin" symlink
     run 0 dash "$t/rel/install.sh" --bin-dir "$t/b" --no-verify-run
-    diff <(snapshot "$t/a/bin" | cut -d' ' -f2,3,5-) <(snapshot "$t/b" | cut -d' ' -f2,3,5-) >&2 ||
+    diff <(snapshot "$t/a/bin" | cut -d' ' -f2,3,5- | sort) <(snapshot "$t/b" | cut -d' ' -f2,3,5- | sort) >&2 ||
         fail "cnibox install and install.sh placed different files"
     cmp -s "$t/a/bin/.cnibox.manifest" "$t/b/.cnibox.manifest" || fail "manifests differ"
 
@@ -636,7 +636,7 @@ qemu_matrix() {
 release() {
     need_bin
     new_tmp
-    local t=$TMP/release arch tgz t0 secs
+    local t=$TMP/release arch tgz t0 secs a
     mkdir -p "$t"
     rm -rf "$WORK/dist"
     t0=$SECONDS
@@ -670,7 +670,7 @@ release() {
     done
     cp "$DIST/cnibox-$VERSION-linux-amd64.tgz" "$t/tampered.tgz"
     printf 'x' >>"$t/tampered.tgz"
-    ! (cd "$DIST" && sha256sum --quiet -c <(sed "s|cnibox-$VERSION-linux-amd64.tgz|$t/tampered.tgz|" "cnibox-$VERSION-linux-amd64.tgz.sha256")) 2>/dev/null ||
+    ! (cd "$DIST" && sha256sum --quiet -c <(sed "s|cnibox-$VERSION-linux-amd64.tgz|$t/tampered.tgz|" "cnibox-$VERSION-linux-amd64.tgz.sha256")) >/dev/null 2>&1 ||
         fail "a tampered tarball passed its .sha256"
 
     log "amd64: the binary is the tested one; air-gapped install from the unpacked tarball"
@@ -694,6 +694,12 @@ release() {
     diff <(qemu-aarch64-static "$x/cnibox" --list) <(printf '%s\n' "${APPLETS[@]}") >&2 ||
         fail "arm64 --list differs from amd64"
     qemu_matrix "$x"
+    log "arm64: cnibox install under qemu places the arm64 binary itself"
+    run 0 qemu-aarch64-static "$x/cnibox" install "$t/arm64-dir"
+    cmp -s "$x/cnibox" "$t/arm64-dir/cnibox" || fail "arm64 cnibox install did not copy itself"
+    for a in "${APPLETS[@]}"; do
+        [ "$(readlink "$t/arm64-dir/$a")" = cnibox ] || fail "arm64 cnibox install: $a is not -> cnibox"
+    done
 
     log "reproducible: a second build (no rebuild) gives the same tarball bytes"
     sh packaging/build-release.sh --arch amd64 --no-build --no-deb --out "$t/again" 2>/dev/null
@@ -791,7 +797,10 @@ image() {
         fail "image entrypoint: $(podman_ image inspect --format '{{json .Config.Entrypoint}}' "$tag")"
     podman_ image inspect --format '{{index .Labels "org.opencontainers.image.version"}}' "$tag" | grep -qx "$VERSION" ||
         fail "image version label"
-    podman_ image save --format oci-dir -o "$t/oci" "$tag" >/dev/null
+    podman_ image save --format oci-dir -o "$t/oci" "$tag" >"$t/save.log" 2>&1 || {
+        cat "$t/save.log" >&2
+        fail "podman image save failed"
+    }
     local blob files
     : >"$t/members"
     for blob in "$t"/oci/blobs/sha256/*; do

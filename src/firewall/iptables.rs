@@ -24,20 +24,20 @@ use super::{Errors, RunError, Tools, go_quote, hash_hex, missing_binary, run};
 use crate::cni::CniResult;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
+pub(super) enum Family {
     V4,
     V6,
 }
 
 impl Family {
-    fn of(ip: &IpNetwork) -> Family {
+    pub(super) fn of(ip: &IpNetwork) -> Family {
         match ip {
             IpNetwork::V4(_) => Family::V4,
             IpNetwork::V6(_) => Family::V6,
         }
     }
 
-    fn command(self) -> &'static str {
+    pub(super) fn command(self) -> &'static str {
         match self {
             Family::V4 => "iptables",
             Family::V6 => "ip6tables",
@@ -51,7 +51,7 @@ impl Family {
         }
     }
 
-    fn binary(self, tools: &Tools) -> Option<&Path> {
+    pub(super) fn binary(self, tools: &Tools) -> Option<&Path> {
         match self {
             Family::V4 => tools.iptables.as_deref(),
             Family::V6 => tools.ip6tables.as_deref(),
@@ -61,7 +61,15 @@ impl Family {
 
 /// `CNI-` and 24 hex digits of sha512(network + containerID) (`utils.FormatChainName`).
 pub(super) fn chain_name(network: &str, container_id: &str) -> String {
-    format!("CNI-{}", hash_hex(&format!("{network}{container_id}"), 24))
+    chain_name_with_prefix(network, container_id, "")
+}
+
+/// `CNI-<prefix>` filled up to 28 characters with the hex sha512 of network + containerID
+/// (`utils.MustFormatChainNameWithPrefix`, e.g. portmap's `CNI-DN-`).
+pub(super) fn chain_name_with_prefix(network: &str, container_id: &str, prefix: &str) -> String {
+    let head = format!("CNI-{prefix}");
+    let hex = hash_hex(&format!("{network}{container_id}"), 28 - head.len());
+    head + &hex
 }
 
 /// `name: "<net>" id: "<cid>"` (`utils.FormatComment`).
@@ -74,22 +82,23 @@ pub(super) fn usable(bin: &Path) -> bool {
     run(bin, &["-t", "filter", "-S", "INPUT", "1", "--wait"], None).is_ok()
 }
 
-/// One of `iptables`/`ip6tables`, always on table `nat`.
-struct Ipt<'a> {
-    bin: &'a Path,
+/// One of `iptables`/`ip6tables` on one table (`nat` for masquerading).
+pub(super) struct Ipt<'a> {
+    pub(super) bin: &'a Path,
+    pub(super) table: &'a str,
 }
 
 impl Ipt<'_> {
-    fn run(&self, args: &[&str]) -> Result<String, RunError> {
+    pub(super) fn run(&self, args: &[&str]) -> Result<String, RunError> {
         let mut full = Vec::with_capacity(args.len() + 3);
-        full.extend(["-t", "nat"]);
+        full.extend(["-t", self.table]);
         full.extend_from_slice(args);
         full.push("--wait");
         run(self.bin, &full, None)
     }
 
     /// `-C`: exit status 1 means "no such rule" (or no such chain).
-    fn exists(&self, chain: &str, spec: &[&str]) -> Result<bool, RunError> {
+    pub(super) fn exists(&self, chain: &str, spec: &[&str]) -> Result<bool, RunError> {
         let mut args = vec!["-C", chain];
         args.extend_from_slice(spec);
         match self.run(&args) {
@@ -101,7 +110,7 @@ impl Ipt<'_> {
 }
 
 /// The messages go-iptables classifies as "does not exist".
-fn is_not_exist(e: &RunError) -> bool {
+pub(super) fn is_not_exist(e: &RunError) -> bool {
     [
         "Bad rule (does a matching rule exist in that chain?)",
         "No chain/target/match by that name",
@@ -112,7 +121,7 @@ fn is_not_exist(e: &RunError) -> bool {
     .any(|pattern| e.message.contains(pattern))
 }
 
-fn ipv6_available() -> bool {
+pub(super) fn ipv6_available() -> bool {
     // Per network namespace, unlike /proc/net (the thread-group leader's namespace).
     Path::new("/proc/thread-self/net/if_inet6").exists()
 }
@@ -133,7 +142,7 @@ pub(super) fn setup(
         let bin = family
             .binary(tools)
             .ok_or_else(|| missing_binary(family.command()))?;
-        let ipt = Ipt { bin };
+        let ipt = Ipt { bin, table: "nat" };
         // A chain made just now is empty and nothing jumps to it yet, so what this call
         // appended is all there is: no `-C` needed.
         let fresh = match ipt.run(&["-N", &chain]) {
@@ -196,7 +205,7 @@ pub(super) fn teardown(
         let Some(bin) = family.binary(tools) else {
             continue;
         };
-        let ipt = Ipt { bin };
+        let ipt = Ipt { bin, table: "nat" };
         match ipt.run(&["-S", "POSTROUTING"]) {
             Ok(listing) => delete_jumps(&ipt, &listing, &chain, errors),
             Err(e) => errors.push(e),
@@ -214,7 +223,7 @@ pub(super) fn gc(tools: &Tools, network: &str, keep: &[(String, String)], errors
         let Some(bin) = family.binary(tools) else {
             continue;
         };
-        let ipt = Ipt { bin };
+        let ipt = Ipt { bin, table: "nat" };
         let listing = match ipt.run(&["-S"]) {
             Ok(listing) => listing,
             Err(e) => {

@@ -14,11 +14,20 @@
 // bridge and ptp are the callers; they land after this layer.
 #![allow(dead_code)]
 
+pub mod filter;
+pub mod firewalld;
 mod iptables;
+mod macspoof;
 mod nftables;
+pub mod portmap;
+mod portmap_conntrack;
+mod portmap_iptables;
+mod portmap_nftables;
 mod sha512;
 #[cfg(test)]
 mod tests;
+
+pub use macspoof::{setup_mac_spoof_check, teardown_mac_spoof_check};
 
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};

@@ -9,6 +9,7 @@ use neli::types::{Buffer, RtBuffer};
 
 use super::attr::{self, CodecError};
 use super::consts::VETH_INFO_PEER;
+use super::link_kinds::{Ipvlan, Macvlan, Vlan};
 use super::{Netlink, NetlinkError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,13 @@ impl<'a> LinkSpec<'a> {
 pub enum LinkKind<'a> {
     Veth(VethPeer<'a>),
     Bridge,
+    /// A macvlan on link `parent` (an index in the namespace the link is created from).
+    Macvlan(Macvlan),
+    /// An ipvlan on link `parent`.
+    Ipvlan(Ipvlan),
+    /// An 802.1Q sub-interface of link `parent`.
+    Vlan(Vlan),
+    Dummy,
 }
 
 /// The other end of a veth pair.
@@ -108,6 +116,7 @@ impl Netlink {
         let op = match &spec.kind {
             LinkKind::Veth(peer) => format!("create veth {} (peer {})", spec.name, peer.name),
             LinkKind::Bridge => format!("create bridge {}", spec.name),
+            other => format!("create {} {}", other.kind_name(), spec.name),
         };
         self.ack(
             &op,
@@ -220,6 +229,9 @@ pub(super) fn link_msg(
 
 fn new_link_msg(spec: &LinkSpec) -> Result<Ifinfomsg, CodecError> {
     let mut attrs = own_attrs(&spec.name, spec.mtu, spec.mac, spec.netns)?;
+    if let Some(parent) = spec.kind.parent() {
+        attrs.push(attr::attr(Ifla::Link, parent)?);
+    }
     attrs.push(link_info(&spec.kind)?);
     link_msg(0, attrs)
 }
@@ -252,6 +264,7 @@ fn link_info(kind: &LinkKind) -> Result<Rtattr<Ifla, Buffer>, CodecError> {
             ("veth", vec![attr::attr(VETH_INFO_PEER, peer_msg)?])
         }
         LinkKind::Bridge => ("bridge", Vec::new()),
+        other => (other.kind_name(), other.info_data()?),
     };
     let mut info = vec![attr::attr::<IflaInfo, _>(IflaInfo::Kind, name)?];
     if !data.is_empty() {

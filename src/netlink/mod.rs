@@ -16,10 +16,12 @@ mod bridge;
 mod consts;
 mod link;
 mod link_flags;
+mod link_kinds;
 mod route;
 mod route_table;
 mod rule;
 mod tc;
+pub mod tun;
 
 use std::cell::Cell;
 use std::fmt;
@@ -47,13 +49,18 @@ pub use link::{Link, LinkKind, LinkSpec, VethPeer, format_mac};
 #[allow(unused_imports)]
 pub use link_flags::{LinkFlag, LinkFlags};
 #[allow(unused_imports)]
+pub use link_kinds::{Ipvlan, IpvlanMode, LinkDetails, Macvlan, MacvlanMode, Vlan};
+#[allow(unused_imports)]
 pub use route::Route;
 #[allow(unused_imports)]
 pub use route_table::TableRoute;
 #[allow(unused_imports)]
 pub use rule::Rule;
 #[allow(unused_imports)]
-pub use tc::{Filter, Qdisc, Tbf};
+pub use tc::{
+    ETH_P_ALL, Filter, INGRESS_HANDLE, Qdisc, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR, Tbf,
+    tc_handle,
+};
 
 use attr::CodecError;
 

@@ -45,7 +45,7 @@ const TBF_QOPT_LEN: usize = 36;
 const MIRRED_LEN: usize = 28;
 
 /// `TC_H_MAKE(major << 16, minor)`.
-pub const fn handle(major: u16, minor: u16) -> u32 {
+pub const fn tc_handle(major: u16, minor: u16) -> u32 {
     ((major as u32) << 16) | minor as u32
 }
 
@@ -399,10 +399,17 @@ mod tests {
             let ifb = nl.link_by_name("tcifb0").unwrap().unwrap();
             assert!(ifb.up && ifb.mtu == 1400 && ifb.kind.as_deref() == Some("ifb"));
 
-            nl.add_tbf(veth, TC_H_ROOT, handle(1, 0), &tbf).unwrap();
+            nl.add_tbf(veth, TC_H_ROOT, tc_handle(1, 0), &tbf).unwrap();
             nl.add_ingress_qdisc(veth).unwrap();
-            nl.add_redirect_filter(veth, INGRESS_HANDLE, 1, ETH_P_ALL, handle(1, 1), ifb.index)
-                .unwrap();
+            nl.add_redirect_filter(
+                veth,
+                INGRESS_HANDLE,
+                1,
+                ETH_P_ALL,
+                tc_handle(1, 1),
+                ifb.index,
+            )
+            .unwrap();
             (veth, ifb.index)
         });
 
@@ -423,7 +430,7 @@ mod tests {
         in_ns(&s, |nl| {
             let qdiscs = nl.qdiscs(veth).unwrap();
             let root = qdiscs.iter().find(|q| q.parent == TC_H_ROOT).unwrap();
-            assert_eq!((root.kind.as_str(), root.handle), ("tbf", handle(1, 0)));
+            assert_eq!((root.kind.as_str(), root.handle), ("tbf", tc_handle(1, 0)));
             assert_eq!(root.tbf, Some(tbf));
             assert!(
                 qdiscs
@@ -434,9 +441,9 @@ mod tests {
             let redirect = filters.iter().find(|f| !f.mirred.is_empty()).unwrap();
             assert_eq!(redirect.mirred, [(TCA_EGRESS_REDIR, ifb)]);
             assert_eq!((redirect.priority, redirect.protocol), (1, ETH_P_ALL));
-            assert_eq!(redirect.classid, Some(handle(1, 1)));
+            assert_eq!(redirect.classid, Some(tc_handle(1, 1)));
 
-            nl.del_qdisc(veth, TC_H_ROOT, handle(1, 0)).unwrap();
+            nl.del_qdisc(veth, TC_H_ROOT, tc_handle(1, 0)).unwrap();
             nl.del_qdisc(veth, TC_H_INGRESS, INGRESS_HANDLE).unwrap();
             let left = nl.qdiscs(veth).unwrap();
             assert!(
@@ -465,7 +472,7 @@ mod tests {
             nl.create_ifb("tcifb1", 1500, None, false).unwrap();
             let ifb = nl.link_by_name("tcifb1").unwrap().unwrap();
             assert!(!ifb.up);
-            nl.add_tbf(ifb.index, TC_H_ROOT, handle(1, 0), &tbf)
+            nl.add_tbf(ifb.index, TC_H_ROOT, tc_handle(1, 0), &tbf)
                 .unwrap();
             let root = nl
                 .qdiscs(ifb.index)
@@ -478,8 +485,8 @@ mod tests {
 
     #[test]
     fn netlink_tc_handles_and_payload_sizes() {
-        assert_eq!(handle(1, 0), 0x0001_0000);
-        assert_eq!(handle(0xffff, 0), INGRESS_HANDLE);
+        assert_eq!(tc_handle(1, 0), 0x0001_0000);
+        assert_eq!(tc_handle(0xffff, 0), INGRESS_HANDLE);
         let opts = tbf_options(&Tbf {
             rate: 1,
             limit: 2,

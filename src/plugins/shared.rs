@@ -6,11 +6,13 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::cni::result::Dns;
+use crate::cni::result::{Dns, Interface};
 use crate::cni::{CniError, CniOutput, CniResult, Command, Request};
 use crate::firewall;
+use crate::iface;
 use crate::ipam;
 use crate::netns::{NetNs, NetnsError};
+use crate::sysctl;
 
 /// A config value where JSON `null` means the default, as Go's decoder treats it.
 pub fn null_default<'de, D, T>(de: D) -> Result<T, D::Error>
@@ -158,4 +160,149 @@ pub fn status(req: &Request) -> CniResult<()> {
         ipam::delegate(req, Command::Status)?;
     }
     Ok(())
+}
+
+/// GC for plugins without host-side state: only the IPAM plugin's GC, when there is one.
+pub fn gc_ipam(req: &Request) -> CniResult<()> {
+    if req.config.ipam_type().is_some() {
+        ipam::delegate(req, Command::Gc)?;
+    }
+    Ok(())
+}
+
+/// The MAC of the plugins with a `mac` key (macvlan, tap): the key, then `CNI_ARGS` `MAC`,
+/// then `runtimeConfig.mac`, each later one winning when set. Empty when none is.
+pub fn configured_mac(req: &Request, key: &str) -> CniResult<String> {
+    let mut mac = key.to_string();
+    if let Some(env_mac) = req.cni_args(&["MAC"])?.get("MAC")
+        && !env_mac.is_empty()
+    {
+        mac = env_mac.to_string();
+    }
+    if let Some(rt) = req
+        .config
+        .runtime_config
+        .as_ref()
+        .and_then(|rc| rc.get("mac"))
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+    {
+        mac = rt.to_string();
+    }
+    Ok(mac)
+}
+
+/// CHECK's common start: the `prevResult` (an error saying `missing` when there is none) and
+/// its interface named `CNI_IFNAME` in `CNI_NETNS`.
+pub fn prev_container_interface(req: &Request, missing: &str) -> CniResult<(CniOutput, Interface)> {
+    if req.config.prev_result.as_ref().is_none_or(Value::is_null) {
+        return Err(CniError::internal(missing));
+    }
+    let prev = req.prev_result()?.unwrap_or_default();
+    let found = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == req.env.ifname && i.sandbox == req.env.netns)
+        .cloned()
+        .unwrap_or_default();
+    if found.sandbox != req.env.netns {
+        return Err(CniError::internal(format!(
+            "Sandbox in prevResult {} doesn't match configured netns: {}",
+            found.sandbox, req.env.netns
+        )));
+    }
+    Ok((prev, found))
+}
+
+/// Deletes the container's link `ifname`; a link that is already gone is fine.
+pub fn delete_container_link(netns: &NetNs, ifname: &str) -> CniResult<()> {
+    iface::in_netns(netns, |nl| {
+        iface::delete_link_with_addresses(nl, ifname)
+            .map(|_| ())
+            .map_err(|e| CniError::internal(format!("failed to delete {ifname:?}: {e}")))
+    })
+}
+
+/// DEL's link step: the container link removed, unless `CNI_NETNS` is empty or gone.
+pub fn del_container_link(req: &Request) -> CniResult<()> {
+    match open_netns_for_del(&req.env.netns)? {
+        Some(netns) => delete_container_link(&netns, &req.env.ifname),
+        None => Ok(()),
+    }
+}
+
+/// Where the addresses of a single-interface plugin come from.
+pub enum IpSource {
+    /// None: the link is only set up (macvlan and tap without IPAM).
+    L2,
+    /// The IPAM plugin's ADD.
+    Ipam,
+    /// A result the plugin already has (ipvlan chained after another plugin).
+    Given(CniOutput),
+}
+
+/// ADD's end for the plugins with one container interface: the addresses (all on interface
+/// 0, `iface`), `arp_notify` (and `ndisc_notify`) as asked, `ConfigureIface`; for L2 just
+/// the link up. An IPAM reservation made here is released if a later step fails; the link
+/// is the caller's to remove.
+pub fn finish_single(
+    req: &Request,
+    netns: &NetNs,
+    iface: Interface,
+    source: IpSource,
+    notify: Notify,
+) -> CniResult<CniOutput> {
+    let l3 = !matches!(source, IpSource::L2);
+    let from_ipam = matches!(source, IpSource::Ipam);
+    let mut result = match source {
+        IpSource::L2 => CniOutput::default(),
+        IpSource::Ipam => ipam_add(req)?,
+        IpSource::Given(result) => result,
+    };
+    let configured = (|| {
+        if l3 && result.ips.is_empty() {
+            return Err(CniError::internal("IPAM plugin returned missing IP config"));
+        }
+        for ip in &mut result.ips {
+            ip.interface = Some(0);
+        }
+        result.interfaces = vec![iface];
+        let ifname = req.env.ifname.as_str();
+        let result = &result;
+        iface::in_netns(netns, |nl| {
+            if !l3 {
+                let link = nl.link_by_name(ifname).map_err(CniError::internal)?;
+                let link = link.ok_or_else(|| {
+                    CniError::internal(format!("failed to find interface name {ifname:?}"))
+                })?;
+                return nl
+                    .set_up(link.index, true)
+                    .map_err(|e| CniError::internal(format!("failed to set {ifname:?} UP: {e}")));
+            }
+            // Failures are ignored, as in the reference (IPv6 may be off).
+            if notify.arp {
+                let _ = sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
+            }
+            if notify.ndisc {
+                let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/ndisc_notify"), "1");
+            }
+            iface::configure(nl, ifname, result)
+        })
+    })();
+    match configured {
+        Ok(()) => Ok(result),
+        Err(e) => {
+            if from_ipam {
+                release_after_failure(req);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The gratuitous ARP / unsolicited neighbour advertisement switches [`finish_single`] sets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Notify {
+    pub arp: bool,
+    pub ndisc: bool,
 }

@@ -10,33 +10,31 @@
 //! `last_reserved_ip.*` file (which every Go ADD rewrites). Any difference means someone else
 //! changed the directory: the next lookup reads every file once and rebuilds the buckets.
 //!
-//! Crash safety: the stamp is removed before the first change of an operation and written back
-//! (atomically) only after the buckets are, so an interrupted operation leaves no stamp.
+//! Crash safety: the stamp is voided before the first change of an operation and written again
+//! only after the buckets are, so an interrupted operation leaves no valid stamp (a torn stamp
+//! matches nothing; after a power loss the boot ID differs). Files are rewritten in place: on
+//! ext4 a new inode or a rename over a file costs far more than the whole rest of an ADD.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, fstat, fstatat};
-use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use super::store::{Holder, Holding, LAST_RESERVED_PREFIX, read_limited};
+use super::store::{Holder, Holding, LAST_RESERVED_PREFIX, overwrite, read_limited};
 
 /// The hidden directory under `dataDir` holding one index directory per network.
-pub const INDEX_DIR: &str = ".cnibox";
+const INDEX_DIR: &str = ".cnibox";
 const STAMP: &str = "stamp";
 const STAMP_VERSION: &str = "cnibox-host-local-index 1";
-const TEMP: &str = ".tmp";
 const BUCKETS: usize = 256;
 const SMALL: u64 = 64 * 1024;
 const BUCKET_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// FNV-1a, 64 bit: stable across builds and versions, unlike std's hasher.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
+fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -68,7 +66,7 @@ pub struct Index {
     dirty: BTreeSet<usize>,
     /// The `last_reserved_ip.*` names the stamp fingerprints.
     lasts: BTreeSet<String>,
-    stamp_removed: bool,
+    stamp_voided: bool,
 }
 
 impl Index {
@@ -81,7 +79,7 @@ impl Index {
             buckets: BTreeMap::new(),
             dirty: BTreeSet::new(),
             lasts: BTreeSet::new(),
-            stamp_removed: false,
+            stamp_voided: false,
         };
         let Some(dir) = &index.dir else {
             return index;
@@ -150,16 +148,22 @@ impl Index {
         self.state = State::Trusted;
     }
 
-    /// Called before the data directory changes: the stamp goes first.
+    /// Called before the data directory changes: the stamp is voided first.
     pub fn before_change(&mut self) {
-        let Some(dir) = &self.dir else { return };
-        if self.stamp_removed {
-            return;
+        if self.void_stamp().is_err() {
+            self.state = State::Stale;
         }
-        match unlinkat(dir, STAMP, UnlinkatFlags::NoRemoveDir) {
-            Ok(()) | Err(Errno::ENOENT) => self.stamp_removed = true,
-            Err(_) => self.state = State::Stale,
+    }
+
+    fn void_stamp(&mut self) -> nix::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        if !self.stamp_voided {
+            match overwrite(dir, STAMP, b"void\n", false) {
+                Ok(()) | Err(Errno::ENOENT) => self.stamp_voided = true,
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
 
     pub fn added(&mut self, holding: &Holding) {
@@ -196,40 +200,31 @@ impl Index {
 
     /// Writes the changed buckets, then the stamp. Failures only leave the index stale.
     pub fn commit(&mut self, net_dir: &OwnedFd) {
-        if self.state != State::Trusted {
+        if self.state != State::Trusted || (self.dirty.is_empty() && !self.stamp_voided) {
+            return;
+        }
+        // Buckets change only under a void stamp, or a crash could pair them with an old one.
+        if self.void_stamp().is_err() {
             return;
         }
         let Some(dir) = &self.dir else { return };
-        if self.dirty.is_empty() && !self.stamp_removed {
-            return;
-        }
-        // Without the stamp removed first, a crash could leave new buckets under an old stamp.
-        if !self.stamp_removed
-            && unlinkat(dir, STAMP, UnlinkatFlags::NoRemoveDir).is_err_and(|e| e != Errno::ENOENT)
-        {
-            return;
-        }
         for bucket in &self.dirty {
             let name = bucket_name(*bucket);
-            let result = match self.buckets.get(bucket) {
-                Some(lines) if !lines.is_empty() => {
-                    let mut text = String::new();
-                    for h in lines {
-                        text.push_str(&line(h));
-                    }
-                    write_atomic(dir, &name, text.as_bytes())
-                }
-                _ => match unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
-                    Ok(()) | Err(Errno::ENOENT) => Ok(()),
-                    Err(e) => Err(e),
-                },
-            };
-            if result.is_err() {
-                return;
+            let text: String = self
+                .buckets
+                .get(bucket)
+                .into_iter()
+                .flatten()
+                .map(line)
+                .collect();
+            // An empty bucket that has no file needs none.
+            match overwrite(dir, &name, text.as_bytes(), !text.is_empty()) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(_) => return,
             }
         }
         if let Some(stamp) = fingerprint(net_dir, &self.lasts) {
-            let _ = write_atomic(dir, STAMP, stamp.as_bytes());
+            let _ = overwrite(dir, STAMP, stamp.as_bytes(), true);
         }
     }
 
@@ -344,22 +339,6 @@ fn fingerprint(net_dir: &OwnedFd, lasts: &BTreeSet<String>) -> Option<String> {
         }
     }
     Some(text)
-}
-
-/// Writes `name` in `dir` through a temporary file and a rename: never half-written.
-fn write_atomic(dir: &OwnedFd, name: &str, bytes: &[u8]) -> nix::Result<()> {
-    match unlinkat(dir, TEMP, UnlinkatFlags::NoRemoveDir) {
-        Ok(()) | Err(Errno::ENOENT) => {}
-        Err(e) => return Err(e),
-    }
-    let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = openat(dir, TEMP, flags, Mode::from_bits_truncate(0o600))?;
-    let mut file = File::from(fd);
-    file.write_all(bytes)
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-    drop(file);
-    renameat(dir, TEMP, dir, name)
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ fn from_u128(like: IpAddr, n: u128) -> IpAddr {
 }
 
 /// The next address, wrapping at the end of the family.
-pub fn next_ip(ip: IpAddr) -> IpAddr {
+fn next_ip(ip: IpAddr) -> IpAddr {
     from_u128(ip, to_u128(ip).wrapping_add(1))
 }
 

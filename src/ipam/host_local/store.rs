@@ -12,7 +12,7 @@ use std::fs::{DirBuilder, File};
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -132,6 +132,29 @@ pub fn read_limited(dir: &OwnedFd, name: &str, limit: u64) -> Result<Vec<u8>, Er
         return Err(Errno::EFBIG);
     }
     Ok(bytes)
+}
+
+/// Rewrites the regular file `name` in `dir` in place (created, mode 0600, if `create`), never
+/// through a symlink (`ELOOP`) nor into another file type (`EINVAL`). Not atomic: for files
+/// whose torn content is harmless.
+pub fn overwrite(dir: &OwnedFd, name: &str, bytes: &[u8], create: bool) -> Result<(), Errno> {
+    let mut flags = OFlag::O_WRONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    if create {
+        flags |= OFlag::O_CREAT;
+    }
+    let fd = openat(dir, name, flags, Mode::from_bits_truncate(0o600))?;
+    let st = fstat(fd.as_fd())?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(Errno::EINVAL);
+    }
+    let file = File::from(fd);
+    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    file.write_all_at(bytes, 0).map_err(errno)?;
+    file.set_len(bytes.len() as u64).map_err(errno)
 }
 
 fn inspect(dir: &OwnedFd, name: &str) -> Result<Option<Found>, Errno> {
@@ -309,7 +332,8 @@ impl Store {
             match inspect(&self.dir, &name) {
                 Ok(Some(found)) => listing.push((name, found)),
                 Ok(None) => {}
-                Err(e) => return Err(self.error("read", &name, e)),
+                // Unreadable (a socket, no permission): skipped like the reference, never removed.
+                Err(_) => listing.push((name, Found::Other)),
             }
         }
         listing.sort_by(|a, b| a.0.cmp(&b.0));
@@ -327,7 +351,7 @@ impl Store {
             return Ok(false);
         }
         let last = format!("{LAST_RESERVED_PREFIX}{set}");
-        if let Err(err) = self.replace(&last, name.as_bytes()) {
+        if let Err(err) = self.write_last(&last, name.as_bytes()) {
             if unlinkat(&self.dir, name.as_str(), UnlinkatFlags::NoRemoveDir).is_err() {
                 self.index.distrust();
             }
@@ -374,8 +398,12 @@ impl Store {
         }
     }
 
-    /// Atomically replaces `name` (a symlink there is replaced, not followed).
-    fn replace(&self, name: &str, bytes: &[u8]) -> CniResult<()> {
+    /// Rewrites `last_reserved_ip.<N>` in place, as the reference does (a torn one only moves
+    /// the round robin's start); anything but a regular file there is replaced, not followed.
+    fn write_last(&self, name: &str, bytes: &[u8]) -> CniResult<()> {
+        if overwrite(&self.dir, name, bytes, true).is_ok() {
+            return Ok(());
+        }
         self.stage(bytes)?;
         renameat(&self.dir, TEMP, &self.dir, name).map_err(|e| {
             let _ = unlinkat(&self.dir, TEMP, UnlinkatFlags::NoRemoveDir);

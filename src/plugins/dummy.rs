@@ -1,0 +1,86 @@
+//! dummy: a dummy link named `CNI_IFNAME` made inside the container, with addresses from
+//! IPAM (required). Its result keeps the DNS of the IPAM result, as the reference's does.
+
+use super::shared::{self, IpSource, Notify};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::iface;
+use crate::ipam;
+use crate::netlink::{LinkKind, LinkSpec};
+
+pub const APPLET: Applet = Applet {
+    name: "dummy",
+    min_version: "0.1.0",
+    run,
+};
+
+const NEEDS_IPAM: &str = "dummy interface requires an IPAM configuration";
+
+fn run(req: &Request) -> CniResult<Option<CniOutput>> {
+    match req.command {
+        Command::Add => add(req).map(Some),
+        Command::Del => del(req).map(|()| None),
+        Command::Check => check(req).map(|()| None),
+        Command::Status => status(req).map(|()| None),
+        Command::Gc => shared::gc_ipam(req).map(|()| None),
+        Command::Version => Ok(None),
+    }
+}
+
+fn require_ipam(req: &Request) -> CniResult<()> {
+    match req.config.ipam_type() {
+        Some(_) => Ok(()),
+        None => Err(CniError::internal(NEEDS_IPAM)),
+    }
+}
+
+fn add(req: &Request) -> CniResult<CniOutput> {
+    require_ipam(req)?;
+    let netns = shared::open_netns(&req.env.netns)?;
+    let ifname = req.env.ifname.as_str();
+    let sandbox = req.env.netns.as_str();
+    let intf = iface::in_netns(&netns, |nl| {
+        nl.create_link(&LinkSpec::new(ifname, LinkKind::Dummy))
+            .map_err(|e| CniError::internal(format!("failed to create dummy: {e}")))?;
+        iface::container_interface(nl, ifname, sandbox, "dummy")
+    })?;
+    shared::finish_single(req, &netns, intf, IpSource::Ipam, Notify::default()).inspect_err(|_| {
+        let _ = shared::delete_container_link(&netns, ifname);
+    })
+}
+
+fn del(req: &Request) -> CniResult<()> {
+    if req.config.ipam_type().is_some() {
+        ipam::delegate(req, Command::Del)?;
+    }
+    shared::del_container_link(req)
+}
+
+fn check(req: &Request) -> CniResult<()> {
+    require_ipam(req)?;
+    let netns = shared::open_netns(&req.env.netns)?;
+    ipam::delegate(req, Command::Check)?;
+    let (prev, intf) = shared::prev_container_interface(req, "dummy: Required prevResult missing")?;
+    let ifname = req.env.ifname.as_str();
+    iface::in_netns(&netns, |nl| {
+        let details = iface::validate_container_link(nl, &intf)?;
+        if details.link.kind.as_deref() != Some("dummy") {
+            return Err(CniError::internal(format!(
+                "Error: Container interface {} not of type dummy",
+                details.link.name
+            )));
+        }
+        if !details.link.up {
+            return Err(CniError::internal(format!(
+                "Interface {} is down",
+                intf.name
+            )));
+        }
+        // The reference checks the addresses of a dummy, not its routes.
+        iface::validate_interface_ips(nl, ifname, &prev.ips)
+    })
+}
+
+fn status(req: &Request) -> CniResult<()> {
+    require_ipam(req)?;
+    shared::status(req)
+}

@@ -1,0 +1,223 @@
+//! ipvlan: an ipvlan link (mode l2, l3 or l3s) on `master` moved into the container as
+//! `CNI_IFNAME`. Chained after another plugin, the master defaults to the single interface
+//! of `prevResult`, and without an `ipam` section the addresses of `prevResult` are used.
+//!
+//! Unlike the reference: a failed ADD removes the link it made; DEL never looks for a master
+//! (the reference's fails without a default route); CHECK looks for the master only when one
+//! is configured (the reference's always fails without one).
+
+use serde::Deserialize;
+
+use super::shared::{self, IpSource, Notify, null_default};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::iface;
+use crate::ipam;
+use crate::netlink::{Ipvlan, IpvlanMode, LinkKind, LinkSpec, Netlink};
+use crate::netns::NetNs;
+
+pub const APPLET: Applet = Applet {
+    name: "ipvlan",
+    min_version: "0.1.0",
+    run,
+};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IpvlanConf {
+    #[serde(default, deserialize_with = "null_default")]
+    master: String,
+    #[serde(default, deserialize_with = "null_default")]
+    mode: String,
+    #[serde(default, deserialize_with = "null_default")]
+    mtu: i64,
+    #[serde(default, deserialize_with = "null_default")]
+    link_in_container: bool,
+}
+
+fn run(req: &Request) -> CniResult<Option<CniOutput>> {
+    match req.command {
+        Command::Add => add(req).map(Some),
+        Command::Del => del(req).map(|()| None),
+        Command::Check => check(req).map(|()| None),
+        Command::Status => shared::status(req).map(|()| None),
+        Command::Gc => shared::gc_ipam(req).map(|()| None),
+        Command::Version => Ok(None),
+    }
+}
+
+fn mode_from_name(name: &str) -> CniResult<IpvlanMode> {
+    let name = if name.is_empty() { "l2" } else { name };
+    IpvlanMode::from_name(name)
+        .ok_or_else(|| CniError::internal(format!("unknown ipvlan mode: {name:?}")))
+}
+
+/// The master for ADD: the configured one, else the single named interface of `prevResult`
+/// when chained, else the link of the default route.
+fn master_for_add(
+    conf: &IpvlanConf,
+    prev: Option<&CniOutput>,
+    host_nl: &Netlink,
+    netns: &NetNs,
+) -> CniResult<String> {
+    if !conf.master.is_empty() {
+        return Ok(conf.master.clone());
+    }
+    match prev {
+        Some(prev) => match prev.interfaces.as_slice() {
+            [only] if !only.name.is_empty() => Ok(only.name.clone()),
+            _ => Err(CniError::internal(
+                "chained master failure. PrevResult lacks a single named interface",
+            )),
+        },
+        None if conf.link_in_container => iface::in_netns(netns, iface::default_route_link),
+        None => iface::default_route_link(host_nl),
+    }
+}
+
+fn add(req: &Request) -> CniResult<CniOutput> {
+    let conf: IpvlanConf = req.decode()?;
+    let prev = req.prev_result()?;
+    let netns = shared::open_netns(&req.env.netns)?;
+    let host_nl = Netlink::open().map_err(CniError::internal)?;
+    let master = master_for_add(&conf, prev.as_ref(), &host_nl, &netns)?;
+    let mode = mode_from_name(&conf.mode)?;
+    let link = iface::lookup_link(&host_nl, &netns, conf.link_in_container, &master)?.ok_or_else(
+        || {
+            CniError::internal(format!(
+                "failed to lookup master {master:?}: Link not found"
+            ))
+        },
+    )?;
+    let mut spec = LinkSpec::new(
+        "",
+        LinkKind::Ipvlan(Ipvlan {
+            parent: link.index,
+            mode,
+        }),
+    );
+    spec.mtu = shared::mtu(conf.mtu);
+    let ifname = req.env.ifname.as_str();
+    let intf = iface::create_for_container(
+        &host_nl,
+        &netns,
+        conf.link_in_container,
+        spec,
+        ifname,
+        &req.env.netns,
+    )?;
+    let source = match prev {
+        Some(prev) if req.config.ipam_type().is_none() && !prev.ips.is_empty() => {
+            IpSource::Given(prev)
+        }
+        _ => IpSource::Ipam,
+    };
+    let notify = Notify {
+        arp: true,
+        ndisc: true,
+    };
+    match shared::finish_single(req, &netns, intf, source, notify) {
+        Ok(mut result) => {
+            result.dns = req.config.dns.clone().unwrap_or_default();
+            Ok(result)
+        }
+        Err(e) => {
+            let _ = shared::delete_container_link(&netns, ifname);
+            Err(e)
+        }
+    }
+}
+
+fn del(req: &Request) -> CniResult<()> {
+    let _conf: IpvlanConf = req.decode()?;
+    // Chained without an `ipam` section there is nothing to release.
+    if req.config.ipam_type().is_some() {
+        ipam::delegate(req, Command::Del)?;
+    }
+    shared::del_container_link(req)
+}
+
+fn check(req: &Request) -> CniResult<()> {
+    let conf: IpvlanConf = req.decode()?;
+    let netns = shared::open_netns(&req.env.netns)?;
+    if req.config.ipam_type().is_some() {
+        ipam::delegate(req, Command::Check)?;
+    }
+    let (prev, intf) = shared::prev_container_interface(req, "Required prevResult missing")?;
+    if !conf.master.is_empty() {
+        let host_nl = Netlink::open().map_err(CniError::internal)?;
+        if iface::lookup_link(&host_nl, &netns, conf.link_in_container, &conf.master)?.is_none() {
+            return Err(CniError::internal(format!(
+                "failed to lookup master {:?}: Link not found",
+                conf.master
+            )));
+        }
+    }
+    let mode = mode_from_name(&conf.mode)?;
+    let ifname = req.env.ifname.as_str();
+    iface::in_netns(&netns, |nl| {
+        let details = iface::validate_container_link(nl, &intf)?;
+        if details.link.kind.as_deref() != Some("ipvlan") {
+            return Err(CniError::internal(format!(
+                "Error: Container interface {} not of type ipvlan",
+                details.link.name
+            )));
+        }
+        if details.ipvlan_mode != Some(mode) {
+            return Err(CniError::internal(format!(
+                "Container IPVlan mode {} does not match expected value: {}",
+                details.ipvlan_mode.map_or("unknown", |m| m.name()),
+                mode.name()
+            )));
+        }
+        iface::validate_interface_ips(nl, ifname, &prev.ips)?;
+        iface::validate_routes(nl, &prev.routes)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::result::Interface;
+
+    #[test]
+    fn modes_default_to_l2() {
+        assert_eq!(mode_from_name("").unwrap(), IpvlanMode::L2);
+        assert_eq!(mode_from_name("l3s").unwrap(), IpvlanMode::L3s);
+        assert_eq!(
+            mode_from_name("l4").unwrap_err().msg,
+            "unknown ipvlan mode: \"l4\""
+        );
+    }
+
+    #[test]
+    fn chained_master_is_the_single_named_interface() {
+        let nl = Netlink::open().unwrap();
+        let ns = NetNs::current().unwrap();
+        let conf = IpvlanConf::default();
+        let named = |name: &str| Interface {
+            name: name.into(),
+            ..Interface::default()
+        };
+        let one = CniOutput {
+            interfaces: vec![named("eth9")],
+            ..CniOutput::default()
+        };
+        assert_eq!(master_for_add(&conf, Some(&one), &nl, &ns).unwrap(), "eth9");
+        for bad in [vec![], vec![named("")], vec![named("a"), named("b")]] {
+            let prev = CniOutput {
+                interfaces: bad,
+                ..CniOutput::default()
+            };
+            let e = master_for_add(&conf, Some(&prev), &nl, &ns).unwrap_err();
+            assert!(e.msg.starts_with("chained master failure"), "{}", e.msg);
+        }
+        let explicit = IpvlanConf {
+            master: "m0".into(),
+            ..IpvlanConf::default()
+        };
+        assert_eq!(
+            master_for_add(&explicit, Some(&one), &nl, &ns).unwrap(),
+            "m0"
+        );
+    }
+}

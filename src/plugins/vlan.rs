@@ -1,0 +1,174 @@
+//! vlan: an 802.1Q sub-interface with id `vlanId` of `master`, moved into the container as
+//! `CNI_IFNAME`; addresses from IPAM (required).
+//!
+//! Unlike the reference, DEL does not need the master any more (the reference loads the
+//! config with the ADD checks, so DEL fails once the master is gone), and a failed ADD
+//! removes the link it made.
+
+use serde::Deserialize;
+
+use super::shared::{self, IpSource, Notify, null_default};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::iface;
+use crate::ipam;
+use crate::netlink::{LinkKind, LinkSpec, Netlink, Vlan};
+
+pub const APPLET: Applet = Applet {
+    name: "vlan",
+    min_version: "0.1.0",
+    run,
+};
+
+/// The highest id a VLAN may have (4095 is reserved).
+const MAX_VLAN_ID: i64 = 4094;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VlanConf {
+    #[serde(default, deserialize_with = "null_default")]
+    master: String,
+    #[serde(default, rename = "vlanId", deserialize_with = "null_default")]
+    vlan_id: i64,
+    #[serde(default, deserialize_with = "null_default")]
+    mtu: i64,
+    #[serde(default, deserialize_with = "null_default")]
+    link_in_container: bool,
+}
+
+fn run(req: &Request) -> CniResult<Option<CniOutput>> {
+    match req.command {
+        Command::Add => add(req).map(Some),
+        Command::Del => del(req).map(|()| None),
+        Command::Check => check(req).map(|()| None),
+        Command::Status => status(req).map(|()| None),
+        Command::Gc => shared::gc_ipam(req).map(|()| None),
+        Command::Version => Ok(None),
+    }
+}
+
+/// The checks that need no kernel: master given, id in range, IPAM configured.
+fn validate(conf: &VlanConf, req: &Request) -> CniResult<u16> {
+    if conf.master.is_empty() {
+        return Err(CniError::internal(
+            "\"master\" field is required. It specifies the host interface name to create the VLAN for",
+        ));
+    }
+    if !(0..=MAX_VLAN_ID).contains(&conf.vlan_id) {
+        return Err(CniError::internal(format!(
+            "invalid VLAN ID {} (must be between 0 and {MAX_VLAN_ID} inclusive)",
+            conf.vlan_id
+        )));
+    }
+    if req.config.ipam_type().is_none() {
+        return Err(CniError::internal(
+            "vlan interface requires an IPAM configuration",
+        ));
+    }
+    u16::try_from(conf.vlan_id).map_err(CniError::internal)
+}
+
+fn add(req: &Request) -> CniResult<CniOutput> {
+    let conf: VlanConf = req.decode()?;
+    let id = validate(&conf, req)?;
+    let netns = shared::open_netns(&req.env.netns)?;
+    let host_nl = Netlink::open().map_err(CniError::internal)?;
+    let master = iface::lookup_link(&host_nl, &netns, conf.link_in_container, &conf.master)?
+        .ok_or_else(|| {
+            CniError::internal(format!(
+                "failed to lookup master {:?}: Link not found",
+                conf.master
+            ))
+        })?;
+    if conf.mtu < 0 || conf.mtu > i64::from(master.mtu) {
+        return Err(CniError::internal(format!(
+            "invalid MTU {}, must be [0, master MTU({})]",
+            conf.mtu, master.mtu
+        )));
+    }
+    let mut spec = LinkSpec::new(
+        "",
+        LinkKind::Vlan(Vlan {
+            parent: master.index,
+            id,
+        }),
+    );
+    spec.mtu = shared::mtu(conf.mtu);
+    let ifname = req.env.ifname.as_str();
+    let intf = iface::create_for_container(
+        &host_nl,
+        &netns,
+        conf.link_in_container,
+        spec,
+        ifname,
+        &req.env.netns,
+    )?;
+    // The reference sets no notify sysctls for vlan.
+    match shared::finish_single(req, &netns, intf, IpSource::Ipam, Notify::default()) {
+        Ok(mut result) => {
+            result.dns = req.config.dns.clone().unwrap_or_default();
+            Ok(result)
+        }
+        Err(e) => {
+            let _ = shared::delete_container_link(&netns, ifname);
+            Err(e)
+        }
+    }
+}
+
+fn del(req: &Request) -> CniResult<()> {
+    let _conf: VlanConf = req.decode()?;
+    if req.config.ipam_type().is_some() {
+        ipam::delegate(req, Command::Del)?;
+    }
+    shared::del_container_link(req)
+}
+
+fn check(req: &Request) -> CniResult<()> {
+    let conf: VlanConf = req.decode()?;
+    let netns = shared::open_netns(&req.env.netns)?;
+    ipam::delegate(req, Command::Check)?;
+    let (prev, intf) = shared::prev_container_interface(req, "vlan: Required prevResult missing")?;
+    let host_nl = Netlink::open().map_err(CniError::internal)?;
+    if iface::lookup_link(&host_nl, &netns, conf.link_in_container, &conf.master)?.is_none() {
+        return Err(CniError::internal(format!(
+            "failed to lookup master {:?}: Link not found",
+            conf.master
+        )));
+    }
+    let ifname = req.env.ifname.as_str();
+    iface::in_netns(&netns, |nl| {
+        let details = iface::validate_container_link(nl, &intf)?;
+        if details.link.kind.as_deref() != Some("vlan") {
+            return Err(CniError::internal(format!(
+                "Error: Container interface {} not of type vlan",
+                details.link.name
+            )));
+        }
+        let actual = details.vlan_id.map_or(-1, i64::from);
+        if actual != conf.vlan_id {
+            return Err(CniError::internal(format!(
+                "Error: vlan link {} configured VLAN id is {}, current value is {actual}",
+                intf.name, conf.vlan_id
+            )));
+        }
+        if conf.mtu != 0 && conf.mtu != i64::from(details.link.mtu) {
+            return Err(CniError::internal(format!(
+                "Error: vlan link {} configured MTU is {}, current value is {}",
+                intf.name, conf.mtu, details.link.mtu
+            )));
+        }
+        iface::validate_interface_ips(nl, ifname, &prev.ips)?;
+        iface::validate_routes(nl, &prev.routes)
+    })
+}
+
+/// STATUS: the reference asks IPAM unconditionally, so a config without one is not ready.
+fn status(req: &Request) -> CniResult<()> {
+    let _conf: VlanConf = req.decode()?;
+    if req.config.ipam_type().is_none() {
+        return Err(CniError::internal(
+            "vlan interface requires an IPAM configuration",
+        ));
+    }
+    shared::status(req)
+}

@@ -1,0 +1,162 @@
+//! Helpers for the plugins that put one interface into the container (macvlan, ipvlan, vlan,
+//! dummy, host-device, tap): result shapes per spec version, `ip -d` link details, a single
+//! ping, and the DEL / GC / STATUS cycles they all share.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use super::common::*;
+use super::plugin_env::*;
+
+pub const VERSIONS: [&str; 7] = [
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
+
+/// A host-local `ipam` section for `subnet` in `host`'s data dir.
+pub fn host_local(host: &Host, subnet: &str) -> Value {
+    json!({"type": "host-local", "subnet": subnet, "dataDir": host.data_dir()})
+}
+
+/// Checks the shape of an ADD result of a single-interface plugin for `version`: the legacy
+/// `ip4` (no interfaces) before 0.3.0, else one interface `ifname` in `sandbox` with every
+/// IP on index 0. Returns the addresses (`addr/prefix`).
+pub fn assert_single_result(result: &Value, version: &str, ifname: &str, sandbox: &str) -> Vec<String> {
+    assert_eq!(result["cniVersion"], version, "{result}");
+    if version < "0.3.0" {
+        assert!(result.get("interfaces").is_none(), "{result}");
+        return result["ip4"]["ip"]
+            .as_str()
+            .map(|a| vec![a.to_string()])
+            .unwrap_or_default();
+    }
+    let ifaces = result["interfaces"].as_array().expect("interfaces");
+    assert_eq!(ifaces.len(), 1, "{result}");
+    assert_eq!(ifaces[0]["name"], ifname, "{result}");
+    assert_eq!(ifaces[0]["sandbox"], sandbox, "{result}");
+    assert!(
+        ifaces[0]["mac"].as_str().is_some_and(|m| m.len() == 17),
+        "{result}"
+    );
+    let mut addrs = Vec::new();
+    for ip in result["ips"].as_array().into_iter().flatten() {
+        assert_eq!(ip["interface"], 0, "{result}");
+        addrs.push(ip["address"].as_str().unwrap().to_string());
+    }
+    addrs
+}
+
+/// `ip -d -j link show dev` in `ns`, the one entry (Null if there is no such link).
+pub fn link_details(ns: &str, dev: &str) -> Value {
+    let out = exec_in(ns, &["ip", "-d", "-j", "link", "show", "dev", dev]);
+    if !out.status.success() {
+        return Value::Null;
+    }
+    parse_json(&String::from_utf8_lossy(&out.stdout))[0].clone()
+}
+
+/// The names of the links in `ns` other than `lo`.
+pub fn links_of(ns: &str) -> Vec<String> {
+    ip_json(ns, &["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|n| *n != "lo")
+        .map(str::to_string)
+        .collect()
+}
+
+/// One ping attempt with a short wait, for a reachability that must NOT be there.
+pub fn ping_once(ns: &str, target: &str) -> bool {
+    exec_in(ns, &["busybox", "ping", "-c", "1", "-W", "1", target])
+        .status
+        .success()
+}
+
+/// How much of the attachment a DEL finds already gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    Nothing,
+    Link,
+    Netns,
+    EmptyNetnsVar,
+}
+
+pub const ALL_GONE: [Gone; 4] = [Gone::Nothing, Gone::Link, Gone::Netns, Gone::EmptyNetnsVar];
+
+/// ADD, take away what `gone` says, then DEL twice: both succeed, the container link and the
+/// IPAM reservations of `network` are gone.
+pub fn del_survives(plugin: &Plugin, host: &Host, conf: &Value, network: &str, gone: Gone) {
+    let ctr = Netns::new("del");
+    let add = plugin.run("ADD", "ctr-del", ctr.path_str(), "eth0", conf);
+    add.assert_success();
+    assert!(!host.reservations(network).is_empty() || conf.get("ipam").is_none());
+    let path = ctr.path_str().to_string();
+    let netns_var = match gone {
+        Gone::EmptyNetnsVar => String::new(),
+        _ => path.clone(),
+    };
+    let ctr = match gone {
+        Gone::Link => {
+            ctr.ip(&["link", "del", "eth0"]);
+            Some(ctr)
+        }
+        Gone::Netns => {
+            drop(ctr);
+            None
+        }
+        _ => Some(ctr),
+    };
+    let del_conf = with_prev(conf, &add.json());
+    for attempt in 0..2 {
+        let del = plugin.run("DEL", "ctr-del", &netns_var, "eth0", &del_conf);
+        assert!(del.success(), "{gone:?} DEL #{attempt}: {del}");
+        assert!(del.stdout.trim().is_empty(), "{del}");
+    }
+    assert_eq!(host.reservations(network), Vec::<String>::new(), "{gone:?}");
+    if let Some(ctr) = ctr
+        && gone != Gone::EmptyNetnsVar
+    {
+        assert!(links_of(&ctr.name).is_empty(), "{gone:?}: {:?}", links_of(&ctr.name));
+    }
+}
+
+/// GC (spec 1.1.0) with one attachment listed drops the other's reservation; STATUS asks
+/// IPAM and succeeds. `add` makes attachment `cid` and returns its container.
+pub fn gc_and_status(
+    plugin: &Plugin,
+    host: &Host,
+    conf: &Value,
+    network: &str,
+    mut add: impl FnMut(&str) -> Netns,
+) {
+    let keep = add("ctr-keep");
+    let stale = add("ctr-stale");
+    assert_eq!(host.reservations(network).len(), 2);
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-keep", "ifname": "eth0"}]);
+    Invocation::new(&plugin.wrapper)
+        .command("GC")
+        .cni_path(&plugin.cni_path)
+        .config(&gc)
+        .timeout(Duration::from_secs(60))
+        .run()
+        .assert_success();
+    assert_eq!(host.reservations(network).len(), 1, "GC kept the stale reservation");
+    Invocation::new(&plugin.wrapper)
+        .command("STATUS")
+        .cni_path(&plugin.cni_path)
+        .config(conf)
+        .run()
+        .assert_success();
+    // STATUS reports IPAM's failure: a host-local with a broken config.
+    let mut broken = conf.clone();
+    broken["ipam"]["subnet"] = json!("not-a-subnet");
+    let out = Invocation::new(&plugin.wrapper)
+        .command("STATUS")
+        .cni_path(&plugin.cni_path)
+        .config(&broken)
+        .run();
+    out.assert_failure();
+    drop((keep, stale));
+}

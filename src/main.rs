@@ -10,6 +10,7 @@ mod logging;
 mod netlink;
 mod netns;
 mod plugins;
+mod sha512;
 mod sysctl;
 
 fn main() {

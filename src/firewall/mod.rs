@@ -23,7 +23,7 @@ pub mod portmap;
 mod portmap_conntrack;
 mod portmap_iptables;
 mod portmap_nftables;
-mod sha512;
+
 #[cfg(test)]
 mod tests;
 
@@ -317,7 +317,7 @@ impl Errors {
 /// `length` characters of the hex SHA-512 of `text` (the reference's `MustFormatHashWithPrefix`
 /// without prefix).
 fn hash_hex(text: &str, length: usize) -> String {
-    let mut hex = sha512::hex_digest(text.as_bytes());
+    let mut hex = crate::sha512::hex_digest(text.as_bytes());
     hex.truncate(length);
     hex
 }

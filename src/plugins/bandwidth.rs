@@ -24,9 +24,6 @@
 //! as its peer, not only its index; the filter carries one mirred action (the reference's
 //! library adds a second, identical one that never runs).
 
-#[path = "../firewall/sha512.rs"]
-mod sha512;
-
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Deserializer};
@@ -168,7 +165,7 @@ fn validate(rate: u64, burst: u64) -> CniResult<()> {
 fn ifb_name(network: &str, container_id: &str) -> String {
     let mut name = format!(
         "{IFB_PREFIX}{}",
-        sha512::hex_digest(format!("{network}{container_id}").as_bytes())
+        crate::sha512::hex_digest(format!("{network}{container_id}").as_bytes())
     );
     name.truncate(IFB_NAME_LEN);
     name
@@ -474,9 +471,8 @@ fn check(req: &Request) -> CniResult<()> {
             .map_err(|e| CniError::internal(format!("get ifb device: {e}")))?
             .ok_or_else(|| CniError::internal("get ifb device: Link not found"))?;
         check_tbf(&nl, ifb.index, tbf_params(rate, burst, tick))?;
-        let filters = nl
-            .filters(host.index, INGRESS_HANDLE)
-            .map_err(CniError::internal)?;
+        // No ingress qdisc at all reads as no filters.
+        let filters = nl.filters(host.index, INGRESS_HANDLE).unwrap_or_default();
         if !filters
             .iter()
             .any(|f| f.mirred.contains(&(TCA_EGRESS_REDIR, ifb.index)))

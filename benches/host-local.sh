@@ -7,7 +7,8 @@
 #
 # Env: CNIBOX_BIN (default target/x86_64-unknown-linux-musl/release/cnibox),
 #      GO_HOST_LOCAL (default /usr/lib/cni/host-local; set it empty to skip Go),
-#      RUNS (pairs per case, default 200), GO_RUNS (default 40), MAX_RATIO (default 1.5).
+#      RUNS (rounds of one pair per case, default 200), GO_RUNS (default 40),
+#      MAX_RATIO (default 1.5).
 
 set -euo pipefail
 
@@ -47,50 +48,69 @@ populate() {
     sync -f "$dir"
 }
 
-# time_case PLUGIN DATA_DIR RUNS: prints the median microseconds of one ADD+DEL pair.
-time_case() {
-    local plugin=$1 data=$2 runs=$3 r t0 t1 conf
+# pair PLUGIN DATA_DIR ID: one ADD and one DEL; prints the microseconds they took.
+pair() {
+    local plugin=$1 data=$2 id=$3 t0 t1 conf
     conf="{\"cniVersion\":\"1.0.0\",\"name\":\"bench\",\"ipam\":{\"type\":\"host-local\",\"dataDir\":\"$data\",\"ranges\":[[{\"subnet\":\"10.100.0.0/16\"}]]}}"
-    local -a times=()
-    # One untimed pair first: the first cnibox call after files appeared behind its back
-    # rebuilds its owner index (reads every file once, as the Go plugin does on every call).
-    for ((r = -1; r < runs; r++)); do
-        t0=${EPOCHREALTIME/[.,]/}
-        CNI_COMMAND=ADD CNI_CONTAINERID=bench-$r CNI_NETNS=/run/netns/cnibox-bench-none CNI_IFNAME=eth0 \
-            CNI_PATH=$tmp/bin "$plugin" <<<"$conf" >"$tmp/out" || {
-            echo "ADD failed:" >&2
-            cat "$tmp/out" >&2
-            exit 2
-        }
-        CNI_COMMAND=DEL CNI_CONTAINERID=bench-$r CNI_IFNAME=eth0 CNI_PATH=$tmp/bin "$plugin" <<<"$conf" >"$tmp/out" || {
-            echo "DEL failed:" >&2
-            cat "$tmp/out" >&2
-            exit 2
-        }
-        t1=${EPOCHREALTIME/[.,]/}
-        [ "$r" -lt 0 ] || times+=($((t1 - t0)))
+    t0=${EPOCHREALTIME/[.,]/}
+    CNI_COMMAND=ADD CNI_CONTAINERID=$id CNI_NETNS=/run/netns/cnibox-bench-none CNI_IFNAME=eth0 \
+        CNI_PATH=$tmp/bin "$plugin" <<<"$conf" >"$tmp/out" || {
+        echo "ADD failed:" >&2
+        cat "$tmp/out" >&2
+        exit 2
+    }
+    CNI_COMMAND=DEL CNI_CONTAINERID=$id CNI_IFNAME=eth0 CNI_PATH=$tmp/bin "$plugin" <<<"$conf" >"$tmp/out" || {
+        echo "DEL failed:" >&2
+        cat "$tmp/out" >&2
+        exit 2
+    }
+    t1=${EPOCHREALTIME/[.,]/}
+    echo $((t1 - t0))
+}
+
+median() {
+    sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+# bench NAME PLUGIN RUNS: times RUNS rounds, each one pair per case in turn (so that noise from
+# the rest of the machine hits every case alike); leaves one file of timings per case.
+bench() {
+    local name=$1 plugin=$2 runs=$3 n r
+    for n in "${COUNTS[@]}"; do
+        populate "$tmp/$name-$n" "$n"
+        # Untimed: the first cnibox call after files appeared behind its back rebuilds its
+        # owner index (reading every file once, as the Go plugin does on every call).
+        pair "$plugin" "$tmp/$name-$n" warmup >/dev/null
+        : >"$tmp/$name-$n.times"
     done
-    printf '%s\n' "${times[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+    for ((r = 0; r < runs; r++)); do
+        for n in "${COUNTS[@]}"; do
+            pair "$plugin" "$tmp/$name-$n" "bench-$r" >>"$tmp/$name-$n.times"
+        done
+    done
 }
 
 declare -A ours theirs
+echo "timing cnibox ($RUNS rounds)" >&2
+bench ours "$tmp/bin/host-local" "$RUNS"
 for n in "${COUNTS[@]}"; do
-    echo "case: $n existing reservations" >&2
-    populate "$tmp/ours-$n" "$n"
-    ours[$n]=$(time_case "$tmp/bin/host-local" "$tmp/ours-$n" "$RUNS")
+    ours[$n]=$(median <"$tmp/ours-$n.times")
     rm -rf "$tmp/ours-$n"
-    if [ -n "$GO" ]; then
-        populate "$tmp/go-$n" "$n"
-        theirs[$n]=$(time_case "$GO" "$tmp/go-$n" "$GO_RUNS")
-        rm -rf "$tmp/go-$n"
-    fi
 done
+if [ -n "$GO" ]; then
+    echo "timing Go ($GO_RUNS rounds)" >&2
+    bench go "$GO" "$GO_RUNS"
+    for n in "${COUNTS[@]}"; do
+        theirs[$n]=$(median <"$tmp/go-$n.times")
+        rm -rf "$tmp/go-$n"
+    done
+fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 ms() { awk -v a="$1" 'BEGIN { printf "%.2f", a / 1000 }'; }
 
 echo
-echo "host-local ADD+DEL pair, median of $RUNS (cnibox) / $GO_RUNS (Go) runs, /16 network"
+echo "host-local ADD+DEL pair, median of $RUNS (cnibox) / $GO_RUNS (Go) rounds, /16 network"
 printf '%-14s %14s %8s' "reservations" "cnibox ms" "ratio"
 [ -z "$GO" ] || printf ' %14s %8s' "Go ms" "ratio"
 echo

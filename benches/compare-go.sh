@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# benches/compare-go.sh: cnibox against Debian's Go plugins, side by side, on bridge +
+# host-local (the pair most clusters run):
+#
+#   ADD, DEL   one container each, a fresh container namespace per run, RUNS runs, median;
+#              plus the kernel's own veth deletion, the floor under any DEL;
+#   peak RSS   of one ADD (/usr/bin/time -v; for Go it includes the host-local child);
+#   parallel   PARALLEL ADDs at once into PARALLEL namespaces on one bridge, wall time;
+#   size       the one cnibox binary against the total of the Go plugins.
+#
+# Everything runs in throwaway namespaces: each implementation gets its own "host" namespace
+# (the bridge, the host veths, the sysctls live there) entered with nsenter, so the plugins
+# are timed without `ip netns exec`'s mount work, and never touch this machine's namespace.
+#
+# Prints the ratios Go/cnibox and whether each target holds (ADD >= 5x, DEL >= 1.5x, RSS
+# <= 1/3, parallel >= 3x, size >= 15x); exits 1 if one does not.
+#
+# Env: CNIBOX_BIN (default target/x86_64-unknown-linux-musl/release/cnibox),
+#      GO_DIR (default /usr/lib/cni), RUNS (default 20), PARALLEL (default 50).
+# Needs root, iproute2, nsenter (util-linux) and /usr/bin/time (apt-get install time).
+
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BIN=${CNIBOX_BIN:-target/x86_64-unknown-linux-musl/release/cnibox}
+GO_DIR=${GO_DIR:-/usr/lib/cni}
+RUNS=${RUNS:-20}
+PARALLEL=${PARALLEL:-50}
+
+MODE=${1:-}
+if [ -z "$MODE" ]; then
+    [ "$(id -u)" = 0 ] || {
+        echo "compare-go.sh needs root (network namespaces)" >&2
+        exit 2
+    }
+    [ -x "$BIN" ] || {
+        echo "no cnibox binary at $BIN (cargo build --release --target x86_64-unknown-linux-musl, or set CNIBOX_BIN)" >&2
+        exit 2
+    }
+    for p in bridge host-local; do
+        [ -x "$GO_DIR/$p" ] || {
+            echo "no Go $p in $GO_DIR (apt-get install containernetworking-plugins)" >&2
+            exit 2
+        }
+    done
+    if [ ! -x /usr/bin/time ]; then
+        echo "installing GNU time for /usr/bin/time -v" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+    fi
+    command -v nsenter >/dev/null || {
+        echo "nsenter (util-linux) is missing" >&2
+        exit 2
+    }
+
+    tmp=$(mktemp -d /tmp/cnibox-compare.XXXXXX)
+    PREFIX=cnbbench-$$
+    cleanup() {
+        local ns
+        for ns in $(ip netns list | awk -v p="$PREFIX" 'index($1, p) == 1 { print $1 }'); do
+            ip netns delete "$ns" 2>/dev/null || true
+        done
+        rm -rf "$tmp"
+    }
+    trap cleanup EXIT
+
+    mkdir "$tmp/bin"
+    ln -s "$(realpath "$BIN")" "$tmp/bin/cnibox"
+    for a in bridge host-local; do ln -s cnibox "$tmp/bin/$a"; done
+fi
+
+conf() { # conf IMPL: the network config, host-local data kept per implementation
+    printf '{"cniVersion":"1.0.0","name":"bench","type":"bridge","bridge":"cnbench0","isGateway":true,"ipam":{"type":"host-local","subnet":"10.99.0.0/16","dataDir":"%s/ipam-%s"}}' "$tmp" "$1"
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+
+# in_host IMPL CMD...: runs CMD inside IMPL's host namespace (network only, same mounts).
+in_host() {
+    local impl=$1
+    shift
+    nsenter --net="/run/netns/$PREFIX-host-$impl" "$@"
+}
+
+# plugin IMPL COMMAND ID NETNS: one bridge call, stdout to $tmp/out.
+plugin() {
+    local impl=$1 cmd=$2 id=$3 netns=$4 dir=$tmp/bin
+    [ "$impl" = go ] && dir=$GO_DIR
+    CNI_COMMAND=$cmd CNI_CONTAINERID=$id CNI_NETNS=$netns CNI_IFNAME=eth0 CNI_PATH=$dir \
+        "$dir/bridge" <<<"$(conf "$impl")" >"$tmp/out"
+}
+
+fail_run() {
+    echo "$1 failed:" >&2
+    cat "$tmp/out" >&2
+    exit 2
+}
+
+# The inner part runs inside a host namespace (see below): times RUNS ADD and DEL pairs,
+# each in a fresh container namespace, and prints "add_us del_us" medians.
+if [ "${1:-}" = --inner-sequential ]; then
+    impl=$2
+    adds=() dels=()
+    for ((r = -1; r < RUNS; r++)); do
+        ns=$PREFIX-$impl-s$((r + 1))
+        ip netns add "$ns"
+        t0=${EPOCHREALTIME/[.,]/}
+        plugin "$impl" ADD "seq-$r" "/run/netns/$ns" || fail_run "$impl ADD"
+        t1=${EPOCHREALTIME/[.,]/}
+        plugin "$impl" DEL "seq-$r" "/run/netns/$ns" || fail_run "$impl DEL"
+        t2=${EPOCHREALTIME/[.,]/}
+        ip netns delete "$ns"
+        # Run -1 warms up: it creates the bridge.
+        [ "$r" -lt 0 ] || {
+            adds+=($((t1 - t0)))
+            dels+=($((t2 - t1)))
+        }
+    done
+    echo "$(printf '%s\n' "${adds[@]}" | median) $(printf '%s\n' "${dels[@]}" | median)"
+    exit 0
+fi
+
+if [ "${1:-}" = --inner-parallel ]; then
+    impl=$2
+    for ((i = 0; i < PARALLEL; i++)); do ip netns add "$PREFIX-$impl-p$i"; done
+    t0=${EPOCHREALTIME/[.,]/}
+    pids=()
+    for ((i = 0; i < PARALLEL; i++)); do
+        dir=$tmp/bin
+        [ "$impl" = go ] && dir=$GO_DIR
+        CNI_COMMAND=ADD CNI_CONTAINERID=par-$i CNI_NETNS=/run/netns/$PREFIX-$impl-p$i \
+            CNI_IFNAME=eth0 CNI_PATH=$dir "$dir/bridge" <<<"$(conf "$impl")" >"$tmp/par-$impl-$i" &
+        pids+=($!)
+    done
+    bad=0
+    for p in "${pids[@]}"; do wait "$p" || bad=$((bad + 1)); done
+    t1=${EPOCHREALTIME/[.,]/}
+    [ "$bad" = 0 ] || {
+        echo "$impl: $bad parallel ADDs failed:" >&2
+        cat "$tmp"/par-"$impl"-* >&2
+        exit 2
+    }
+    for ((i = 0; i < PARALLEL; i++)); do
+        dir=$tmp/bin
+        [ "$impl" = go ] && dir=$GO_DIR
+        CNI_COMMAND=DEL CNI_CONTAINERID=par-$i CNI_NETNS=/run/netns/$PREFIX-$impl-p$i \
+            CNI_IFNAME=eth0 CNI_PATH=$dir "$dir/bridge" <<<"$(conf "$impl")" >/dev/null
+        ip netns delete "$PREFIX-$impl-p$i"
+    done
+    echo $((t1 - t0))
+    exit 0
+fi
+
+if [ "${1:-}" = --inner-rss ]; then
+    impl=$2
+    ns=$PREFIX-$impl-rss
+    ip netns add "$ns"
+    dir=$tmp/bin
+    [ "$impl" = go ] && dir=$GO_DIR
+    CNI_COMMAND=ADD CNI_CONTAINERID=rss CNI_NETNS=/run/netns/$ns CNI_IFNAME=eth0 CNI_PATH=$dir \
+        /usr/bin/time -v -o "$tmp/time-$impl" "$dir/bridge" <<<"$(conf "$impl")" >"$tmp/out" ||
+        fail_run "$impl ADD under /usr/bin/time"
+    plugin "$impl" DEL rss "/run/netns/$ns" || fail_run "$impl DEL"
+    ip netns delete "$ns"
+    awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$tmp/time-$impl"
+    exit 0
+fi
+
+# The kernel's veth deletion: a pair made as the plugins make it (container end in a fresh
+# namespace, peer in the host one, on the bridge), deleted with `ip link del`, minus the
+# cost of the same `ip` doing nothing.
+if [ "${1:-}" = --inner-floor ]; then
+    dels=() bases=()
+    for ((r = 0; r < RUNS; r++)); do
+        ns=$PREFIX-floor-$r
+        ip netns add "$ns"
+        ip link add "cnbfl$r" type veth peer name eth0 netns "$ns"
+        ip link set "cnbfl$r" master cnbench0 up
+        ip -n "$ns" link set eth0 up
+        t0=${EPOCHREALTIME/[.,]/}
+        nsenter --net="/run/netns/$ns" ip link show lo >/dev/null
+        t1=${EPOCHREALTIME/[.,]/}
+        nsenter --net="/run/netns/$ns" ip link del eth0
+        t2=${EPOCHREALTIME/[.,]/}
+        ip netns delete "$ns"
+        bases+=($((t1 - t0)))
+        dels+=($((t2 - t1)))
+    done
+    d=$(printf '%s\n' "${dels[@]}" | median)
+    b=$(printf '%s\n' "${bases[@]}" | median)
+    echo $((d > b ? d - b : 0))
+    exit 0
+fi
+
+for impl in rs go; do
+    ip netns add "$PREFIX-host-$impl"
+    ip -n "$PREFIX-host-$impl" link set lo up
+done
+
+self=$(realpath "${BASH_SOURCE[0]}")
+inner() { # inner IMPL MODE
+    in_host "$1" env PREFIX="$PREFIX" tmp="$tmp" RUNS="$RUNS" PARALLEL="$PARALLEL" \
+        CNIBOX_BIN="$BIN" GO_DIR="$GO_DIR" bash "$self" "--inner-$2" "$1"
+}
+
+declare -A add del rss par
+for impl in rs go; do
+    echo "$impl: $RUNS sequential ADD/DEL pairs" >&2
+    read -r add[$impl] del[$impl] < <(inner "$impl" sequential)
+    echo "$impl: peak RSS of one ADD" >&2
+    rss[$impl]=$(inner "$impl" rss)
+    echo "$impl: $PARALLEL parallel ADDs" >&2
+    par[$impl]=$(inner "$impl" parallel)
+done
+echo "kernel: veth deletion floor" >&2
+floor=$(inner rs floor)
+size_rs=$(stat -L -c %s "$BIN")
+size_go=$(find "$GO_DIR" -maxdepth 1 -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
+count_go=$(find "$GO_DIR" -maxdepth 1 -type f | wc -l)
+
+ms() { awk -v a="$1" 'BEGIN { printf "%.2f ms", a / 1000 }'; }
+mb() { awk -v a="$1" 'BEGIN { printf "%.1f MB", a / 1024 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fx", (b > 0) ? a / b : 0 }'; }
+missed=0
+verdict() { # verdict RATIO_GO_OVER_OURS MIN
+    if awk -v r="$1" -v m="$2" 'BEGIN { exit !(r >= m) }'; then
+        echo "ok (>= ${2}x)"
+    else
+        echo "MISSED (< ${2}x)"
+        missed=1
+    fi
+}
+
+r_add=$(awk -v a="${add[go]}" -v b="${add[rs]}" 'BEGIN { print a / b }')
+r_del=$(awk -v a="${del[go]}" -v b="${del[rs]}" 'BEGIN { print a / b }')
+r_rss=$(awk -v a="${rss[go]}" -v b="${rss[rs]}" 'BEGIN { print a / b }')
+r_par=$(awk -v a="${par[go]}" -v b="${par[rs]}" 'BEGIN { print a / b }')
+r_size=$(awk -v a="$size_go" -v b="$size_rs" 'BEGIN { print a / b }')
+
+echo
+echo "bridge + host-local, cniVersion 1.0.0, isGateway; median of $RUNS runs, fresh namespace each"
+printf '%-26s %14s %14s %9s  %s\n' "" "cnibox" "Go" "Go/cnibox" "target"
+row() { printf '%-26s %14s %14s %9s  %s\n' "$1" "$2" "$3" "$4" "$5"; }
+row "ADD" "$(ms "${add[rs]}")" "$(ms "${add[go]}")" "$(ratio "${add[go]}" "${add[rs]}")" "$(verdict "$r_add" 5)"
+row "DEL" "$(ms "${del[rs]}")" "$(ms "${del[go]}")" "$(ratio "${del[go]}" "${del[rs]}")" "$(verdict "$r_del" 1.5)"
+row "  kernel veth deletion" "$(ms "$floor")" "$(ms "$floor")" "" "(floor under both DELs)"
+row "  DEL above the floor" "$(ms $((del[rs] > floor ? del[rs] - floor : 0)))" "$(ms $((del[go] > floor ? del[go] - floor : 0)))" \
+    "$(ratio $((del[go] > floor ? del[go] - floor : 0)) $((del[rs] > floor ? del[rs] - floor : 1)))" ""
+row "peak RSS of one ADD" "$(mb "${rss[rs]}")" "$(mb "${rss[go]}")" "$(ratio "${rss[go]}" "${rss[rs]}")" "$(verdict "$r_rss" 3)"
+row "$PARALLEL parallel ADDs" "$(ms "${par[rs]}")" "$(ms "${par[go]}")" "$(ratio "${par[go]}" "${par[rs]}")" "$(verdict "$r_par" 3)"
+row "on-disk size" "$(mb $((size_rs / 1024)))" "$(mb $((size_go / 1024)))" "$(ratio "$size_go" "$size_rs")" "$(verdict "$r_size" 15)"
+echo "(size: the one cnibox binary against the $count_go Go plugins in $GO_DIR)"
+exit "$missed"

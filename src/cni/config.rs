@@ -13,8 +13,6 @@ pub struct NetConf {
     pub cni_version: String,
     #[serde(default)]
     pub name: String,
-    #[serde(default, rename = "type")]
-    pub plugin_type: String,
     #[serde(default)]
     pub ipam: Option<IpamRef>,
     #[serde(default)]
@@ -23,8 +21,6 @@ pub struct NetConf {
     pub prev_result: Option<Value>,
     #[serde(default)]
     pub runtime_config: Option<Value>,
-    #[serde(default)]
-    pub args: Option<Value>,
     #[serde(default, rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<Attachment>>,
     /// The key of the 1.1.0 spec text before it was renamed; libcni sends both.
@@ -81,7 +77,7 @@ mod tests {
         .unwrap();
         assert_eq!(conf.ipam_type(), Some("host-local"));
         assert_eq!(conf.dns.unwrap().nameservers, ["1.1.1.1"]);
-        assert!(conf.prev_result.is_some() && conf.runtime_config.is_some() && conf.args.is_some());
+        assert!(conf.prev_result.is_some() && conf.runtime_config.is_some());
     }
 
     #[test]

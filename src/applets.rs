@@ -26,6 +26,7 @@ pub const APPLETS: &[Applet] = &[
     plugins::static_ipam::APPLET,
     plugins::tuning::APPLET,
     plugins::sbr::APPLET,
+    plugins::vrf::APPLET,
     plugins::bandwidth::APPLET,
     plugins::portmap::APPLET,
     plugins::firewall::APPLET,

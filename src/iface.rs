@@ -331,6 +331,17 @@ pub fn validate_container_link(nl: &Netlink, intf: &Interface) -> CniResult<Link
     Ok(details)
 }
 
+/// CHECK: the container link is of `kind` (`IFLA_INFO_KIND`).
+pub fn require_kind(details: &LinkDetails, kind: &str) -> CniResult<()> {
+    if details.link.kind.as_deref() == Some(kind) {
+        return Ok(());
+    }
+    Err(CniError::internal(format!(
+        "Error: Container interface {} not of type {kind}",
+        details.link.name
+    )))
+}
+
 /// The DAD sysctls bridge writes before configuring the container end: `accept_dad=0`
 /// unless `enable_dad` (then `enhanced_dad=1`, `accept_dad=1`), and `arp_notify=1`. Failures
 /// are ignored, as in the reference (the interface may have IPv6 disabled).

@@ -310,6 +310,8 @@ fn check_reports_drift() {
     ]);
     tc(&["filter", "del", "dev", "hv0", "ingress"]);
     assert_eq!(check(), format!("no redirect from hv0 to {ifb}"));
+    tc(&["qdisc", "del", "dev", "hv0", "ingress"]);
+    assert_eq!(check(), format!("no redirect from hv0 to {ifb}"));
     pair.host.ns.ip(&["link", "del", &ifb]);
     assert_eq!(check(), "get ifb device: Link not found");
     let mut no_prev = conf.clone();

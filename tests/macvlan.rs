@@ -14,11 +14,20 @@ use single_iface::*;
 /// A host with the veth pair `mv0` (the parent, up) – `mv0p` (up), and a default route on mv0.
 fn host_with_parent(tag: &str) -> Host {
     let host = Host::new(tag);
-    host.ns.ip(&["link", "add", "mv0", "type", "veth", "peer", "name", "mv0p"]);
+    host.ns
+        .ip(&["link", "add", "mv0", "type", "veth", "peer", "name", "mv0p"]);
     host.ns.ip(&["link", "set", "mv0", "up"]);
     host.ns.ip(&["link", "set", "mv0p", "up"]);
     host.ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "mv0"]);
-    host.ns.ip(&["route", "add", "default", "via", "192.0.2.254", "dev", "mv0"]);
+    host.ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.0.2.254",
+        "dev",
+        "mv0",
+    ]);
     host
 }
 
@@ -42,40 +51,25 @@ fn run_with_args(plugin: &Plugin, command: &str, ctr: &Netns, args: &str, conf: 
 
 #[test]
 fn add_check_del_for_every_spec_version() {
-    let dir = AppletDir::new();
-    for version in VERSIONS {
-        let host = host_with_parent("mv-v");
-        let mv = Plugin::ours(&dir, &host, "macvlan");
-        let ctr = Netns::new("mv-vc");
-        let conf = config(&host, version, "mvv");
-        let add = mv.run("ADD", "ctr-v", ctr.path_str(), "eth0", &conf);
-        add.assert_success();
-        let result = add.json();
-        let addrs = assert_single_result(&result, version, "eth0", ctr.path_str());
-        assert_eq!(addrs, ["10.70.0.2/24"], "{version}");
-        let link = link_details(&ctr.name, "eth0");
-        assert_eq!(link["linkinfo"]["info_kind"], "macvlan", "{link}");
-        assert_eq!(link["linkinfo"]["info_data"]["mode"], "bridge", "{link}");
-        assert_eq!(addresses(&ctr.name, "eth0"), ["10.70.0.2/24"]);
-        assert_eq!(sysctl_in(&ctr.name, "net/ipv4/conf/eth0/arp_notify"), "1");
-        assert_eq!(sysctl_in(&ctr.name, "net/ipv6/conf/eth0/ndisc_notify"), "1");
-        // Nothing is left in the host but the parent pair.
-        let mut host_links = host.links_named("");
-        host_links.sort();
-        assert_eq!(host_links, ["lo", "mv0", "mv0p"]);
-        if version >= "0.4.0" {
-            mv.run("CHECK", "ctr-v", ctr.path_str(), "eth0", &with_prev(&conf, &result))
-                .assert_success();
-            let missing = mv.run("CHECK", "ctr-v", ctr.path_str(), "eth0", &conf);
-            assert_eq!(missing.json()["msg"], "required prevResult missing", "{missing}");
-        }
-        mv.run("DEL", "ctr-v", ctr.path_str(), "eth0", &conf)
-            .assert_success();
-        assert!(links_of(&ctr.name).is_empty());
-        assert_eq!(host.reservations("mvv"), Vec::<String>::new());
-        mv.run("DEL", "ctr-v", ctr.path_str(), "eth0", &conf)
-            .assert_success();
-    }
+    every_spec_version(&VersionCase {
+        plugin: "macvlan",
+        host: &|| host_with_parent("mv-v"),
+        conf: &|host, version| config(host, version, "mvv"),
+        network: "mvv",
+        addr: "10.70.0.2/24",
+        missing_prev: "required prevResult missing",
+        after_add: &|host, ctr, _| {
+            let link = link_details(&ctr.name, "eth0");
+            assert_eq!(link["linkinfo"]["info_kind"], "macvlan", "{link}");
+            assert_eq!(link["linkinfo"]["info_data"]["mode"], "bridge", "{link}");
+            assert_eq!(sysctl_in(&ctr.name, "net/ipv4/conf/eth0/arp_notify"), "1");
+            assert_eq!(sysctl_in(&ctr.name, "net/ipv6/conf/eth0/ndisc_notify"), "1");
+            // Nothing is left in the host but the parent pair.
+            let mut host_links = host.links_named("");
+            host_links.sort();
+            assert_eq!(host_links, ["lo", "mv0", "mv0p"]);
+        },
+    });
 }
 
 #[test]
@@ -94,8 +88,14 @@ fn modes_mtu_and_check_of_the_mode() {
         assert_eq!(link["linkinfo"]["info_data"]["mode"], mode, "{link}");
         assert_eq!(link["mtu"], 1400, "{link}");
         let prev = add.json();
-        mv.run("CHECK", "ctr-mode", ctr.path_str(), "eth0", &with_prev(&conf, &prev))
-            .assert_success();
+        mv.run(
+            "CHECK",
+            "ctr-mode",
+            ctr.path_str(),
+            "eth0",
+            &with_prev(&conf, &prev),
+        )
+        .assert_success();
         let other = if mode == "vepa" { "private" } else { "vepa" };
         let mut wrong = with_prev(&conf, &prev);
         wrong["mode"] = json!(other);
@@ -110,12 +110,36 @@ fn modes_mtu_and_check_of_the_mode() {
     }
     let ctr = Netns::new("mv-modec");
     for (key, value, msg) in [
-        ("mode", json!("source"), "unknown macvlan mode: \"source\"".to_string()),
-        ("mode", json!("l3"), "unknown macvlan mode: \"l3\"".to_string()),
-        ("mtu", json!(1501), "invalid MTU 1501, must be [0, master MTU(1500)]".to_string()),
-        ("mtu", json!(-1), "invalid MTU -1, must be [0, master MTU(1500)]".to_string()),
-        ("master", json!("nope0"), "failed to lookup master \"nope0\": Link not found".to_string()),
-        ("mac", json!("02:00:00"), "invalid args 02:00:00 for MAC addr: address 02:00:00: invalid MAC address".to_string()),
+        (
+            "mode",
+            json!("source"),
+            "unknown macvlan mode: \"source\"".to_string(),
+        ),
+        (
+            "mode",
+            json!("l3"),
+            "unknown macvlan mode: \"l3\"".to_string(),
+        ),
+        (
+            "mtu",
+            json!(1501),
+            "invalid MTU 1501, must be [0, master MTU(1500)]".to_string(),
+        ),
+        (
+            "mtu",
+            json!(-1),
+            "invalid MTU -1, must be [0, master MTU(1500)]".to_string(),
+        ),
+        (
+            "master",
+            json!("nope0"),
+            "failed to lookup master \"nope0\": Link not found".to_string(),
+        ),
+        (
+            "mac",
+            json!("02:00:00"),
+            "invalid args 02:00:00 for MAC addr: address 02:00:00: invalid MAC address".to_string(),
+        ),
     ] {
         let mut conf = config(&host, "1.0.0", "mvbad");
         conf[key] = value;
@@ -138,7 +162,12 @@ fn mac_from_key_cni_args_and_runtime_config_in_that_order() {
     for (with_key, args, with_rt, want) in [
         (true, "", false, key),
         (true, &*format!("IgnoreUnknown=1;MAC={arg}"), false, arg),
-        (true, &*format!("IgnoreUnknown=1;K8S_POD_NAME=x;MAC={arg}"), true, rt),
+        (
+            true,
+            &*format!("IgnoreUnknown=1;K8S_POD_NAME=x;MAC={arg}"),
+            true,
+            rt,
+        ),
         (false, "", true, rt),
     ] {
         let ctr = Netns::new("mv-macc");
@@ -159,14 +188,27 @@ fn mac_from_key_cni_args_and_runtime_config_in_that_order() {
         prev["interfaces"][0]["mac"] = json!("02:00:00:00:00:ff");
         let out = run_with_args(&mv, "CHECK", &ctr, args, &with_prev(&conf, &prev));
         assert!(
-            out.json()["msg"].as_str().unwrap().contains("doesn't match container Mac"),
+            out.json()["msg"]
+                .as_str()
+                .unwrap()
+                .contains("doesn't match container Mac"),
             "{out}"
         );
         run_with_args(&mv, "DEL", &ctr, args, &conf).assert_success();
     }
     let ctr = Netns::new("mv-macc");
-    let out = run_with_args(&mv, "ADD", &ctr, "FOO=bar", &config(&host, "1.0.0", "mvmac"));
-    assert_eq!(out.json()["msg"], "ARGS: unknown args [\"FOO=bar\"]", "{out}");
+    let out = run_with_args(
+        &mv,
+        "ADD",
+        &ctr,
+        "FOO=bar",
+        &config(&host, "1.0.0", "mvmac"),
+    );
+    assert_eq!(
+        out.json()["msg"],
+        "ARGS: unknown args [\"FOO=bar\"]",
+        "{out}"
+    );
     assert!(links_of(&ctr.name).is_empty());
 }
 
@@ -186,11 +228,20 @@ fn l2_only_without_ipam() {
         assert!(result.get("ips").is_none(), "{result}");
         assert_eq!(result["dns"]["nameservers"][0], "10.70.0.53", "{result}");
         let link = link_details(&ctr.name, "eth0");
-        assert!(link["flags"].as_array().unwrap().contains(&json!("UP")), "{link}");
+        assert!(
+            link["flags"].as_array().unwrap().contains(&json!("UP")),
+            "{link}"
+        );
         assert!(addresses(&ctr.name, "eth0").is_empty());
         if version >= "0.4.0" {
-            mv.run("CHECK", "ctr-l2", ctr.path_str(), "eth0", &with_prev(&conf, &result))
-                .assert_success();
+            mv.run(
+                "CHECK",
+                "ctr-l2",
+                ctr.path_str(),
+                "eth0",
+                &with_prev(&conf, &result),
+            )
+            .assert_success();
         }
         mv.run("DEL", "ctr-l2", ctr.path_str(), "eth0", &conf)
             .assert_success();
@@ -203,7 +254,8 @@ fn master_defaults_to_the_default_route_link_and_can_live_in_the_container() {
     let dir = AppletDir::new();
     let host = host_with_parent("mv-def");
     // A second link, so that picking the first link by accident would be caught.
-    host.ns.ip(&["link", "add", "aa0", "type", "veth", "peer", "name", "aa1"]);
+    host.ns
+        .ip(&["link", "add", "aa0", "type", "veth", "peer", "name", "aa1"]);
     let mv = Plugin::ours(&dir, &host, "macvlan");
     let ctr = Netns::new("mv-defc");
     let mut conf = config(&host, "1.0.0", "mvdef");
@@ -219,7 +271,11 @@ fn master_defaults_to_the_default_route_link_and_can_live_in_the_container() {
     // No default route: an error, nothing made.
     host.ns.ip(&["route", "del", "default"]);
     let out = mv.run("ADD", "ctr-d", ctr.path_str(), "eth0", &conf);
-    assert_eq!(out.json()["msg"], "no default route interface found", "{out}");
+    assert_eq!(
+        out.json()["msg"],
+        "no default route interface found",
+        "{out}"
+    );
     assert!(links_of(&ctr.name).is_empty());
 
     // linkInContainer: the master (and the default route) are the container's.
@@ -233,8 +289,14 @@ fn master_defaults_to_the_default_route_link_and_can_live_in_the_container() {
     // `ip` names the parent when it is in the same namespace.
     let link = link_details(&ctr.name, "eth0");
     assert_eq!(link["link"], "up0", "{link}");
-    mv.run("CHECK", "ctr-d", ctr.path_str(), "eth0", &with_prev(&conf, &add.json()))
-        .assert_success();
+    mv.run(
+        "CHECK",
+        "ctr-d",
+        ctr.path_str(),
+        "eth0",
+        &with_prev(&conf, &add.json()),
+    )
+    .assert_success();
     mv.run("DEL", "ctr-d", ctr.path_str(), "eth0", &conf)
         .assert_success();
     let mut left = links_of(&ctr.name);
@@ -256,10 +318,19 @@ fn two_containers_on_one_parent_talk_in_bridge_mode_not_in_private_mode() {
         mv.run("ADD", "ctr-b", b.path_str(), "eth0", &conf)
             .assert_success();
         if mode == "bridge" {
-            assert!(ping(&a.name, "10.70.0.3"), "a cannot reach b in bridge mode");
-            assert!(ping(&b.name, "10.70.0.2"), "b cannot reach a in bridge mode");
+            assert!(
+                ping(&a.name, "10.70.0.3"),
+                "a cannot reach b in bridge mode"
+            );
+            assert!(
+                ping(&b.name, "10.70.0.2"),
+                "b cannot reach a in bridge mode"
+            );
         } else {
-            assert!(!ping_once(&a.name, "10.70.0.3"), "private mode let a reach b");
+            assert!(
+                !ping_once(&a.name, "10.70.0.3"),
+                "private mode let a reach b"
+            );
         }
         for (ns, cid) in [(&a, "ctr-a"), (&b, "ctr-b")] {
             mv.run("DEL", cid, ns.path_str(), "eth0", &conf)
@@ -325,7 +396,9 @@ fn gc_and_status_delegate_to_ipam() {
 /// notify sysctls, CHECK and DEL outcome) must be identical.
 #[test]
 fn differential_against_go_macvlan() {
-    let Some(_) = go_plugin("macvlan") else { return };
+    let Some(_) = go_plugin("macvlan") else {
+        return;
+    };
     let dir = AppletDir::new();
     for (mode, l3) in [("bridge", true), ("vepa", true), ("private", false)] {
         let mut seen = Vec::new();
@@ -368,10 +441,22 @@ fn differential_against_go_macvlan() {
                 "host_links": host.links_named(""),
             });
             plugin
-                .run("CHECK", "ctr-diff", ctr.path_str(), "eth0", &with_prev(&conf, &result))
+                .run(
+                    "CHECK",
+                    "ctr-diff",
+                    ctr.path_str(),
+                    "eth0",
+                    &with_prev(&conf, &result),
+                )
                 .assert_success();
             plugin
-                .run("DEL", "ctr-diff", ctr.path_str(), "eth0", &with_prev(&conf, &result))
+                .run(
+                    "DEL",
+                    "ctr-diff",
+                    ctr.path_str(),
+                    "eth0",
+                    &with_prev(&conf, &result),
+                )
                 .assert_success();
             assert!(links_of(&ctr.name).is_empty());
             seen.push(state);
@@ -384,7 +469,9 @@ fn differential_against_go_macvlan() {
 /// gateway, configured via the IPAM gateway, is found by ours and not by Go's.
 #[test]
 fn go_check_fails_on_a_route_without_gateway() {
-    let Some(_) = go_plugin("macvlan") else { return };
+    let Some(_) = go_plugin("macvlan") else {
+        return;
+    };
     let dir = AppletDir::new();
     for go in [true, false] {
         let host = host_with_parent("mv-rt");
@@ -403,12 +490,23 @@ fn go_check_fails_on_a_route_without_gateway() {
             "{:?}",
             routes(&ctr.name)
         );
-        let check = plugin.run("CHECK", "ctr-rt", ctr.path_str(), "eth0", &with_prev(&conf, &add.json()));
+        let check = plugin.run(
+            "CHECK",
+            "ctr-rt",
+            ctr.path_str(),
+            "eth0",
+            &with_prev(&conf, &add.json()),
+        );
         if go {
-            assert!(!check.success(), "Go macvlan CHECK now passes: update the differential notes");
+            assert!(
+                !check.success(),
+                "Go macvlan CHECK now passes: update the differential notes"
+            );
         } else {
             check.assert_success();
         }
-        plugin.run("DEL", "ctr-rt", ctr.path_str(), "eth0", &conf).assert_success();
+        plugin
+            .run("DEL", "ctr-rt", ctr.path_str(), "eth0", &conf)
+            .assert_success();
     }
 }

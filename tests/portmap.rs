@@ -111,7 +111,9 @@ impl WebServer {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("index.html"), marker).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, "busybox", "httpd", "-f", "-p", "80", "-h"])
+            .args([
+                "netns", "exec", ns, "busybox", "httpd", "-f", "-p", "80", "-h",
+            ])
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -132,7 +134,10 @@ impl Drop for WebServer {
 /// `wget` from `ns`; a few attempts while the server starts.
 fn fetch(ns: &str, url: &str) -> Option<String> {
     for _ in 0..10 {
-        let out = exec_in(ns, &["busybox", "wget", "-q", "-T", "2", "-O", "-", url]);
+        let out = exec_in(
+            ns,
+            &["timeout", "3", "busybox", "wget", "-q", "-O", "-", url],
+        );
         if out.status.success() {
             return Some(String::from_utf8_lossy(&out.stdout).into_owned());
         }
@@ -143,9 +148,12 @@ fn fetch(ns: &str, url: &str) -> Option<String> {
 
 /// One quick attempt, for "must not work" checks.
 fn fetch_once(ns: &str, url: &str) -> bool {
-    exec_in(ns, &["busybox", "wget", "-q", "-T", "2", "-O", "-", url])
-        .status
-        .success()
+    exec_in(
+        ns,
+        &["timeout", "3", "busybox", "wget", "-q", "-O", "-", url],
+    )
+    .status
+    .success()
 }
 
 /// A ptp container in `host` (our ptp + host-local); returns its ADD result (1.0.0).
@@ -155,16 +163,16 @@ fn ptp_container(dir: &AppletDir, host: &Host, ctr: &Netns, cid: &str) -> Value 
         "cniVersion": "1.0.0",
         "name": "pmnet",
         "type": "ptp",
-        "ipam": {"type": "host-local", "subnet": "10.77.0.0/24", "dataDir": host.data_dir()},
+        "ipam": {
+            "type": "host-local",
+            "subnet": "10.77.0.0/24",
+            "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": host.data_dir()
+        },
     });
     let out = ptp.run("ADD", cid, ctr.path_str(), "eth0", &c);
     out.assert_success();
     out.json()
-}
-
-fn container_ip(result: &Value) -> String {
-    let addr = result["ips"][0]["address"].as_str().unwrap();
-    addr.split('/').next().unwrap().to_string()
 }
 
 fn traffic_through_mappings(backend: &str) {
@@ -172,16 +180,23 @@ fn traffic_through_mappings(backend: &str) {
     let host = Host::new("pm-h");
     // A host address that is neither loopback nor on a container's link.
     // (a veth pair: this kernel may have no dummy links)
-    host.ns.ip(&["link", "add", "hostnic", "type", "veth", "peer", "name", "hostnic2"]);
-    host.ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "hostnic"]);
+    host.ns.ip(&[
+        "link", "add", "hostnic", "type", "veth", "peer", "name", "hostnic2",
+    ]);
+    host.ns
+        .ip(&["addr", "add", "192.0.2.1/24", "dev", "hostnic"]);
     host.ns.ip(&["link", "set", "hostnic", "up"]);
     host.ns.ip(&["link", "set", "hostnic2", "up"]);
     let (a, b) = (Netns::new("pm-a"), Netns::new("pm-b"));
     let ra = ptp_container(&dir, &host, &a, "ctr-a");
     let rb = ptp_container(&dir, &host, &b, "ctr-b");
     let gw = ra["ips"][0]["gateway"].as_str().unwrap().to_string();
+    a.ip(&["link", "set", "lo", "up"]);
     let _web = WebServer::start(&a.name, "hello from a");
-    assert!(fetch(&a.name, "http://127.0.0.1:80/").is_some(), "server up");
+    assert!(
+        fetch(&a.name, "http://127.0.0.1:80/").is_some(),
+        "server up"
+    );
 
     let portmap = Plugin::ours(&dir, &host, "portmap");
     let c = conf(&host, "1.0.0", backend, web_mapping(), &ra);
@@ -296,8 +311,19 @@ fn iptables_rules_are_laid_out_as_the_reference() {
         .run("CHECK", "ctr-r", "/run/netns/none", "eth0", &c)
         .assert_success();
     let out = host.exec(&[
-        "iptables", "-t", "nat", "-D", &dn, "-p", "tcp", "--dport", "8080", "-j", "DNAT",
-        "--to-destination", "10.99.0.2:80",
+        "iptables",
+        "-t",
+        "nat",
+        "-D",
+        &dn,
+        "-p",
+        "tcp",
+        "--dport",
+        "8080",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "10.99.0.2:80",
     ]);
     assert!(out.status.success(), "{out:?}");
     let check = portmap.run("CHECK", "ctr-r", "/run/netns/none", "eth0", &c);
@@ -310,7 +336,13 @@ fn iptables_rules_are_laid_out_as_the_reference() {
         "{check}"
     );
     portmap
-        .run("DEL", "ctr-r", "/run/netns/none", "eth0", &without_mappings(&c))
+        .run(
+            "DEL",
+            "ctr-r",
+            "/run/netns/none",
+            "eth0",
+            &without_mappings(&c),
+        )
         .assert_success();
     let after = host.nat_rules();
     assert!(!after.contains(&dn), "{after}");
@@ -346,7 +378,10 @@ fn stub_tools(dir: &Path) -> std::path::PathBuf {
         let script = bin.join(tool);
         std::fs::write(
             &script,
-            format!("#!/bin/sh\necho \"{tool} $*\" >> {}\nexit 0\n", log.display()),
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> {}\nexit 0\n",
+                log.display()
+            ),
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -444,12 +479,18 @@ fn bad_configurations_are_refused() {
     let p = prev("1.0.0", &["10.99.0.7/24"]);
     let base = conf(&host, "1.0.0", "iptables", web_mapping(), &p);
     let cases = [
-        (json!({"markMasqBit": 32}), "failed to parse config: MasqMarkBit must be between 0 and 31"),
+        (
+            json!({"markMasqBit": 32}),
+            "failed to parse config: MasqMarkBit must be between 0 and 31",
+        ),
         (
             json!({"markMasqBit": 3, "externalSetMarkChain": "X"}),
             "failed to parse config: Cannot specify externalSetMarkChain and markMasqBit",
         ),
-        (json!({"backend": "pf"}), "failed to parse config: unrecognized backend \"pf\""),
+        (
+            json!({"backend": "pf"}),
+            "failed to parse config: unrecognized backend \"pf\"",
+        ),
         (
             json!({"backend": "nftables", "conditionsV4": ["-s", "1.1.1.1"]}),
             "failed to parse config: nftables backend was requested but configuration contains iptables-specific options [conditionsV4]",
@@ -462,7 +503,10 @@ fn bad_configurations_are_refused() {
             json!({"runtimeConfig": {"portMappings": [{"hostPort": 80, "containerPort": -1, "protocol": "tcp"}]}}),
             "failed to parse config: Invalid container port number: -1",
         ),
-        (json!({"prevResult": null}), "must be called as chained plugin"),
+        (
+            json!({"prevResult": null}),
+            "must be called as chained plugin",
+        ),
     ];
     for (patch, msg) in cases {
         let mut c = base.clone();
@@ -481,7 +525,18 @@ fn stale_udp_conntrack_entries_are_deleted() {
     let dir = AppletDir::new();
     let host = Host::new("pm-u");
     let client = Netns::new("pm-uc");
-    host.ns.ip(&["link", "add", "tocl", "type", "veth", "peer", "name", "eth0", "netns", &client.name]);
+    host.ns.ip(&[
+        "link",
+        "add",
+        "tocl",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &client.name,
+    ]);
     host.ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "tocl"]);
     host.ns.ip(&["link", "set", "tocl", "up"]);
     client.ip(&["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
@@ -493,17 +548,31 @@ fn stale_udp_conntrack_entries_are_deleted() {
             .filter(|l| l.contains("udp") && l.contains("dport=5300"))
             .count()
     };
-    // A flow to the host port before any mapping exists (a NAT-less conntrack entry).
+    let portmap = Plugin::ours(&dir, &host, "portmap");
+    // Another container's TCP mapping: NAT (and so conntrack) is active in the host.
+    let other = conf(
+        &host,
+        "1.0.0",
+        "iptables",
+        json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
+        &prev("1.0.0", &["10.99.0.9/24"]),
+    );
+    portmap
+        .run("ADD", "ctr-t", "/run/netns/none", "eth0", &other)
+        .assert_success();
+    // A flow to the host port before its mapping exists (a NAT-less conntrack entry).
     let send = exec_in(
         &client.name,
         &["bash", "-c", "echo x > /dev/udp/192.0.2.1/5300"],
     );
     assert!(send.status.success(), "{send:?}");
     if conntrack() == 0 {
-        skip("conntrack cleanup", "no conntrack entry shows up in /proc/net/nf_conntrack");
+        skip(
+            "conntrack cleanup",
+            "no conntrack entry shows up in /proc/net/nf_conntrack",
+        );
         return;
     }
-    let portmap = Plugin::ours(&dir, &host, "portmap");
     let p = prev("1.0.0", &["10.99.0.8/24"]);
     let c = conf(&host, "1.0.0", "iptables", web_mapping(), &p);
     portmap
@@ -532,20 +601,23 @@ fn gc_removes_the_forwarding_of_stale_attachments() {
             json!([{"hostPort": 9090, "containerPort": 80, "protocol": "tcp"}]),
             &pb,
         );
-        portmap.run("ADD", &ca, "/run/netns/none", "eth0", &a).assert_success();
-        portmap.run("ADD", &cb, "/run/netns/none", "eth0", &b).assert_success();
+        portmap
+            .run("ADD", &ca, "/run/netns/none", "eth0", &a)
+            .assert_success();
+        portmap
+            .run("ADD", &cb, "/run/netns/none", "eth0", &b)
+            .assert_success();
         // Another network's container is not this GC's business.
         let mut other = b.clone();
         other["name"] = json!("othernet");
-        portmap.run("ADD", "other", "/run/netns/none", "eth0", &other).assert_success();
+        portmap
+            .run("ADD", "other", "/run/netns/none", "eth0", &other)
+            .assert_success();
 
         let mut gc = without_mappings(&a);
         gc.as_object_mut().unwrap().remove("prevResult");
         gc["cni.dev/valid-attachments"] = json!([{"containerID": ca, "ifname": "eth0"}]);
-        let out = portmap
-            .invocation("GC", "", "", "")
-            .config(&gc)
-            .run();
+        let out = portmap.invocation("GC", "", "", "").config(&gc).run();
         out.assert_success();
         let (kept, gone, foreign) = match backend {
             "nftables" => (
@@ -556,7 +628,9 @@ fn gc_removes_the_forwarding_of_stale_attachments() {
             _ => {
                 let rules = host.nat_rules();
                 let n = |net: &str, id: &str| {
-                    rules.matches(&format!("CNI-DN-{}", chain_hash(net, id))).count()
+                    rules
+                        .matches(&format!("CNI-DN-{}", chain_hash(net, id)))
+                        .count()
                 };
                 (n("pmnet", &ca), n("pmnet", &cb), n("othernet", "other"))
             }
@@ -564,8 +638,12 @@ fn gc_removes_the_forwarding_of_stale_attachments() {
         assert!(kept > 0, "{backend}: the valid attachment keeps its rules");
         assert_eq!(gone, 0, "{backend}: the stale one loses them");
         assert!(foreign > 0, "{backend}: other networks are untouched");
-        portmap.run("DEL", &ca, "/run/netns/none", "eth0", &a).assert_success();
-        portmap.run("DEL", "other", "/run/netns/none", "eth0", &other).assert_success();
+        portmap
+            .run("DEL", &ca, "/run/netns/none", "eth0", &a)
+            .assert_success();
+        portmap
+            .run("DEL", "other", "/run/netns/none", "eth0", &other)
+            .assert_success();
     }
 }
 
@@ -591,12 +669,20 @@ fn go_and_cnibox_remove_each_others_rules() {
         .assert_success();
     ours.run("DEL", "ctr-go", "/run/netns/none", "eth0", &c)
         .assert_success();
-    assert!(!host.nat_rules().contains("CNI-DN-"), "{}", host.nat_rules());
+    assert!(
+        !host.nat_rules().contains("CNI-DN-"),
+        "{}",
+        host.nat_rules()
+    );
 
     ours.run("ADD", "ctr-go", "/run/netns/none", "eth0", &c)
         .assert_success();
     assert_eq!(host.nat_rules(), by_go, "the same rule set as Go's");
     go.run("DEL", "ctr-go", "/run/netns/none", "eth0", &go_conf)
         .assert_success();
-    assert!(!host.nat_rules().contains("CNI-DN-"), "{}", host.nat_rules());
+    assert!(
+        !host.nat_rules().contains("CNI-DN-"),
+        "{}",
+        host.nat_rules()
+    );
 }

@@ -15,6 +15,9 @@
 //!   as the kernel formats it (lowercase).
 //! * The backup file carries one more key, `cniNetwork`, for GC; Go ignores it.
 //! * DEL when the namespace is gone: Go leaves the backup file behind; ours removes it.
+//! * Debian's v1.1.1 only: its CHECK does not substitute `IFNAME` in sysctl keys (fixed
+//!   upstream since), and its 1.0.0 results carry an empty `dns` object (ours omit it, as
+//!   libcni v1.3 does).
 
 mod common;
 mod plugin_env;

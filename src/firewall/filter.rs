@@ -84,6 +84,22 @@ fn family_of(ip: IpAddr) -> Family {
     if ip.is_ipv4() { Family::V4 } else { Family::V6 }
 }
 
+/// The addresses of each family that has any, IPv4 first.
+fn by_family(ips: &[IpAddr]) -> Vec<(Family, Vec<IpAddr>)> {
+    [Family::V4, Family::V6]
+        .into_iter()
+        .map(|family| {
+            let mine: Vec<IpAddr> = ips
+                .iter()
+                .copied()
+                .filter(|ip| family_of(*ip) == family)
+                .collect();
+            (family, mine)
+        })
+        .filter(|(_, mine)| !mine.is_empty())
+        .collect()
+}
+
 fn refs(rule: &[String]) -> Vec<&str> {
     rule.iter().map(String::as_str).collect()
 }
@@ -151,15 +167,7 @@ fn filter_for(tools: &Tools, family: Family) -> CniResult<Filter<'_>> {
 /// Admits traffic from each address and replies to it, in `CNI-FORWARD`.
 pub fn add_rules(admin: &str, ips: &[IpAddr]) -> CniResult<()> {
     let tools = Tools::find();
-    for family in [Family::V4, Family::V6] {
-        let mine: Vec<IpAddr> = ips
-            .iter()
-            .copied()
-            .filter(|ip| family_of(*ip) == family)
-            .collect();
-        if mine.is_empty() {
-            continue;
-        }
+    for (family, mine) in by_family(ips) {
         let f = filter_for(&tools, family)?;
         let rules: Vec<Vec<String>> = mine.iter().flat_map(|ip| per_ip_rules(*ip)).collect();
         let setup = || -> Result<(), RunError> {
@@ -186,15 +194,7 @@ pub fn add_rules(admin: &str, ips: &[IpAddr]) -> CniResult<()> {
 /// the reference.
 pub fn del_rules(ips: &[IpAddr]) {
     let tools = Tools::find();
-    for family in [Family::V4, Family::V6] {
-        let mine: Vec<IpAddr> = ips
-            .iter()
-            .copied()
-            .filter(|ip| family_of(*ip) == family)
-            .collect();
-        if mine.is_empty() {
-            continue;
-        }
+    for (family, mine) in by_family(ips) {
         let Ok(f) = filter_for(&tools, family) else {
             continue;
         };
@@ -210,15 +210,7 @@ pub fn del_rules(ips: &[IpAddr]) {
 /// reference, creates nothing.
 pub fn check_rules(admin: &str, ips: &[IpAddr]) -> CniResult<()> {
     let tools = Tools::find();
-    for family in [Family::V4, Family::V6] {
-        let mine: Vec<IpAddr> = ips
-            .iter()
-            .copied()
-            .filter(|ip| family_of(*ip) == family)
-            .collect();
-        if mine.is_empty() {
-            continue;
-        }
+    for (family, mine) in by_family(ips) {
         let f = filter_for(&tools, family)?;
         for chain in [FORWARD_CHAIN, admin] {
             if !f.chain_exists(chain)? {
@@ -265,10 +257,7 @@ pub fn setup_isolation(bridge: &str, isolated: bool, ips: &[IpAddr]) -> CniResul
     let tools = Tools::find();
     let policy = if isolated { "isolated" } else { "same-bridge" };
     let policy_comment = format!("CNI firewall plugin rules (ingressPolicy: {policy})");
-    for family in [Family::V4, Family::V6] {
-        if !ips.iter().any(|ip| family_of(*ip) == family) {
-            continue;
-        }
+    for (family, _) in by_family(ips) {
         let f = filter_for(&tools, family)?;
         let steps = || -> Result<(), RunError> {
             f.ensure_chain(STAGE1)?;

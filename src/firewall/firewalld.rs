@@ -620,6 +620,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let gone = Firewalld::connect_to(&socket.with_extension("none"))
+            .err()
+            .unwrap();
+        assert!(
+            gone.msg.contains("D-Bus system bus is not available"),
+            "{gone}"
+        );
+        let idle = Firewalld::connect_to(&socket).err().unwrap();
+        assert!(idle.msg.contains("is not running"), "{idle}");
         let mut service = Bus::connect(&socket).unwrap();
         let owned = service
             .call(

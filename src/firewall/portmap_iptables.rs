@@ -491,3 +491,68 @@ pub(super) fn gc(tools: &Tools, network: &str, keep: &[String], errors: &mut Err
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::portmap::PortMapping;
+
+    #[test]
+    fn portmap_iptables_chain_is_the_references() {
+        let mut mappings: Vec<PortMapping> = (1..=16)
+            .map(|i| PortMapping {
+                host_port: 8000 + i,
+                container_port: 80,
+                protocol: "tcp".into(),
+                host_ip: String::new(),
+            })
+            .collect();
+        mappings.push(PortMapping {
+            host_port: 53,
+            container_port: 53,
+            protocol: "udp".into(),
+            host_ip: "fd00::1".into(),
+        });
+        let spec = PortmapSpec {
+            network: "net",
+            container_id: "cid",
+            mappings: &mappings,
+            snat: true,
+            masq_all: true,
+            mark_bit: 0,
+            external_set_mark_chain: Some("KUBE-MARK-MASQ"),
+            conditions_v4: &[],
+            conditions_v6: &[],
+        };
+        let chain = dnat_chain(&spec, "10.1.2.3/16".parse().unwrap());
+        assert_eq!(chain.name.len(), 28);
+        assert!(chain.name.starts_with("CNI-DN-"));
+        // 16 tcp ports: 15 + 1 multiport entries; then udp.
+        assert_eq!(chain.entry_rules.len(), 3);
+        assert!(chain.entry_rules[0].join(" ").ends_with("-p tcp --destination-ports 8001,8002,8003,8004,8005,8006,8007,8008,8009,8010,8011,8012,8013,8014,8015"));
+        assert_eq!(
+            chain.entry_rules[2].join(" "),
+            "-m comment --comment dnat name: \"net\" id: \"cid\" -m multiport -p udp --destination-ports 53"
+        );
+        // masqAll: one mark rule from anywhere, no localhost rule; the IPv6 hostIP is skipped.
+        assert_eq!(chain.rules.len(), 32);
+        assert_eq!(
+            chain.rules[0].join(" "),
+            "-p tcp --dport 8001 -s 0.0.0.0/0 -j KUBE-MARK-MASQ"
+        );
+        assert_eq!(
+            chain.rules[1].join(" "),
+            "-p tcp --dport 8001 -j DNAT --to-destination 10.1.2.3:80"
+        );
+        assert_eq!(setmark_chain(0).rules[0].last().unwrap(), "0x1/0x1");
+        assert_eq!(masq_chain(31).rules[0][3], "0x80000000/0x80000000");
+        let long = "x".repeat(300);
+        assert_eq!(dnat_comment("n", &long).len(), 256);
+        assert!(dnat_comment("n", &long).ends_with("..."));
+        assert_eq!(
+            container_id_of(&dnat_comment("net", "abc"), "net").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(container_id_of(&dnat_comment("other", "abc"), "net"), None);
+    }
+}

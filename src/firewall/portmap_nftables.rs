@@ -245,3 +245,75 @@ pub(super) fn unforward(nft: &Path, container_id: &str) -> CniResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::portmap::PortMapping;
+
+    fn mapping(host_port: i64, proto: &str, host_ip: &str) -> PortMapping {
+        PortMapping {
+            host_port,
+            container_port: 80,
+            protocol: proto.into(),
+            host_ip: host_ip.into(),
+        }
+    }
+
+    #[test]
+    fn portmap_nft_batch_is_the_references() {
+        let mappings = [
+            mapping(8080, "tcp", ""),
+            mapping(8443, "tcp", "192.0.2.1"),
+            mapping(9000, "udp", "2001:db8::1"),
+            mapping(9001, "sctp", "0.0.0.0"),
+        ];
+        let conditions = vec!["ip".to_string(), "saddr".into(), "10.0.0.0/8".into()];
+        let spec = PortmapSpec {
+            network: "n",
+            container_id: "cid",
+            mappings: &mappings,
+            snat: true,
+            masq_all: false,
+            mark_bit: 13,
+            external_set_mark_chain: None,
+            conditions_v4: &conditions,
+            conditions_v6: &[],
+        };
+        let v4 = forward_batch(&spec, "10.0.0.2/24".parse().unwrap(), true);
+        let rules: Vec<&str> = v4.lines().filter(|l| l.starts_with("add rule")).collect();
+        assert_eq!(
+            rules,
+            [
+                "add rule ip cni_hostport hostports_all jump hostip_hostports",
+                "add rule ip cni_hostport hostports_all jump hostports",
+                "add rule ip cni_hostport prerouting ip saddr 10.0.0.0/8 fib daddr type local jump hostports_all",
+                "add rule ip cni_hostport output ip saddr 10.0.0.0/8 fib daddr type local jump hostports_all",
+                "add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.0.0.2:80 comment \"cid\"",
+                "add rule ip cni_hostport hostports ip daddr 192.0.2.1 tcp dport 8443 dnat to 10.0.0.2:80 comment \"cid\"",
+                "add rule ip cni_hostport hostports sctp dport 9001 dnat to 10.0.0.2:80 comment \"cid\"",
+                "add rule ip cni_hostport masquerading ip saddr 10.0.0.2 ip daddr 10.0.0.2 masquerade comment \"cid\"",
+                "add rule ip cni_hostport masquerading ip saddr 127.0.0.1 ip daddr 10.0.0.2 masquerade comment \"cid\"",
+            ]
+        );
+        let all = PortmapSpec {
+            masq_all: true,
+            snat: true,
+            ..spec.clone()
+        };
+        let v6 = forward_batch(&all, "fd00::2/64".parse().unwrap(), false);
+        assert!(v6.starts_with("add table ip6 cni_hostport\n"), "{v6}");
+        assert!(v6.contains(
+            "add rule ip6 cni_hostport hostports ip6 daddr 2001:db8::1 udp dport 9000 dnat to [fd00::2]:80 comment \"cid\"\n"
+        ));
+        assert!(v6.contains("ip6 saddr ::/0 ip6 daddr fd00::2 masquerade"));
+        assert_eq!(v6.matches("masquerade comment").count(), 1);
+        let no_snat = PortmapSpec {
+            snat: false,
+            ..spec
+        };
+        assert!(
+            !forward_batch(&no_snat, "10.0.0.2/24".parse().unwrap(), true).contains("masquerad")
+        );
+    }
+}

@@ -68,6 +68,10 @@ pub enum LinkKind<'a> {
     /// An 802.1Q sub-interface of link `parent`.
     Vlan(Vlan),
     Dummy,
+    /// A VRF device whose routes live in routing table `table`.
+    Vrf {
+        table: u32,
+    },
 }
 
 /// The other end of a veth pair.
@@ -232,8 +236,22 @@ fn new_link_msg(spec: &LinkSpec) -> Result<Ifinfomsg, CodecError> {
     if let Some(parent) = spec.kind.parent() {
         attrs.push(attr::attr(Ifla::Link, parent)?);
     }
+    if matches!(spec.kind, LinkKind::Veth(_)) {
+        attrs.extend(single_queue()?);
+    }
     attrs.push(link_info(&spec.kind)?);
     link_msg(0, attrs)
+}
+
+/// One TX and one RX queue for a veth end. The kernel gives a veth as many queues as CPUs but
+/// then cuts the real number down to one, and that cut waits for two expedited RCU grace
+/// periods under the RTNL lock (milliseconds, serialising parallel ADDs). Asking for one
+/// queue up front ends in the same real queue count without the wait.
+fn single_queue() -> Result<[Rtattr<Ifla, Buffer>; 2], CodecError> {
+    Ok([
+        attr::attr(Ifla::NumTxQueues, 1u32)?,
+        attr::attr(Ifla::NumRxQueues, 1u32)?,
+    ])
 }
 
 /// Name, MTU, MAC and target namespace: shared by a new link and a veth peer.
@@ -260,7 +278,9 @@ pub(super) fn own_attrs(
 fn link_info(kind: &LinkKind) -> Result<Rtattr<Ifla, Buffer>, CodecError> {
     let (name, data): (&str, Vec<Rtattr<u16, Buffer>>) = match kind {
         LinkKind::Veth(peer) => {
-            let peer_msg = link_msg(0, own_attrs(&peer.name, peer.mtu, peer.mac, peer.netns)?)?;
+            let mut peer_attrs = own_attrs(&peer.name, peer.mtu, peer.mac, peer.netns)?;
+            peer_attrs.extend(single_queue()?);
+            let peer_msg = link_msg(0, peer_attrs)?;
             ("veth", vec![attr::attr(VETH_INFO_PEER, peer_msg)?])
         }
         LinkKind::Bridge => ("bridge", Vec::new()),

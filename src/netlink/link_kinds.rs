@@ -17,6 +17,8 @@ const IFLA_MACVLAN_BC_QUEUE_LEN: u16 = 7;
 const IFLA_IPVLAN_MODE: u16 = 1;
 /// Members of a vlan's `IFLA_INFO_DATA`.
 const IFLA_VLAN_ID: u16 = 1;
+/// Members of a vrf's `IFLA_INFO_DATA`: the routing table (u32).
+const IFLA_VRF_TABLE: u16 = 1;
 /// The device a link sits on, e.g. `0000:00:03.0` on bus `pci` or `virtio2` on `virtio`
 /// (kernel 5.16+); unlike sysfs, netlink answers for the namespace the socket is in.
 const IFLA_PARENT_DEV_NAME: u16 = 56;
@@ -119,6 +121,7 @@ impl LinkKind<'_> {
             LinkKind::Ipvlan(_) => "ipvlan",
             LinkKind::Vlan(_) => "vlan",
             LinkKind::Dummy => "dummy",
+            LinkKind::Vrf { .. } => "vrf",
         }
     }
 
@@ -128,7 +131,7 @@ impl LinkKind<'_> {
             LinkKind::Macvlan(m) => Some(m.parent),
             LinkKind::Ipvlan(i) => Some(i.parent),
             LinkKind::Vlan(v) => Some(v.parent),
-            LinkKind::Veth(_) | LinkKind::Bridge | LinkKind::Dummy => None,
+            LinkKind::Veth(_) | LinkKind::Bridge | LinkKind::Dummy | LinkKind::Vrf { .. } => None,
         }
     }
 
@@ -144,6 +147,7 @@ impl LinkKind<'_> {
             }
             LinkKind::Ipvlan(i) => vec![attr::attr(IFLA_IPVLAN_MODE, i.mode as u16)?],
             LinkKind::Vlan(v) => vec![attr::attr(IFLA_VLAN_ID, v.id)?],
+            LinkKind::Vrf { table } => vec![attr::attr(IFLA_VRF_TABLE, *table)?],
             LinkKind::Veth(_) | LinkKind::Bridge | LinkKind::Dummy => Vec::new(),
         })
     }
@@ -157,6 +161,8 @@ pub struct LinkDetails {
     pub macvlan_mode: Option<MacvlanMode>,
     pub ipvlan_mode: Option<IpvlanMode>,
     pub vlan_id: Option<u16>,
+    /// A vrf's routing table (`IFLA_VRF_TABLE`).
+    pub vrf_table: Option<u32>,
     /// `IFLA_PARENT_DEV_NAME` / `IFLA_PARENT_DEV_BUS_NAME`: None for virtual devices.
     pub parent_dev: Option<String>,
     pub parent_bus: Option<String>,
@@ -204,7 +210,7 @@ fn parse_details(msg: &Ifinfomsg) -> Result<LinkDetails, CodecError> {
             .map(|p| u16::from_ne_bytes([p[0], p[1]]))
     };
     let kind = link.kind.clone().unwrap_or_default();
-    let (mut macvlan_mode, mut ipvlan_mode, mut vlan_id) = (None, None, None);
+    let (mut macvlan_mode, mut ipvlan_mode, mut vlan_id, mut vrf_table) = (None, None, None, None);
     match kind.as_str() {
         "macvlan" | "macvtap" => {
             // A macvlan created without a mode reports none: the kernel's default is vepa.
@@ -217,6 +223,7 @@ fn parse_details(msg: &Ifinfomsg) -> Result<LinkDetails, CodecError> {
             ipvlan_mode = IpvlanMode::from_kernel(u16_member(IFLA_IPVLAN_MODE).unwrap_or(0));
         }
         "vlan" => vlan_id = u16_member(IFLA_VLAN_ID),
+        "vrf" => vrf_table = member(IFLA_VRF_TABLE).and_then(attr::to_u32),
         _ => {}
     }
     Ok(LinkDetails {
@@ -224,6 +231,7 @@ fn parse_details(msg: &Ifinfomsg) -> Result<LinkDetails, CodecError> {
         macvlan_mode,
         ipvlan_mode,
         vlan_id,
+        vrf_table,
         parent_dev: attr::find(attrs, IFLA_PARENT_DEV_NAME).and_then(attr::to_string),
         parent_bus: attr::find(attrs, IFLA_PARENT_DEV_BUS_NAME).and_then(attr::to_string),
     })

@@ -432,18 +432,25 @@ fn bridge_by_name(nl: &Netlink, name: &str) -> CniResult<Link> {
 }
 
 /// Creates the bridge unless it exists (VLAN filtering and MTU only apply to a new one), sets
-/// promiscuous mode if asked, `accept_ra=0`, and up. Returns it as it is now.
+/// promiscuous mode if asked, `accept_ra=0`, and up. Returns it as it is now. Unlike the
+/// reference it looks before it creates and changes only what is not so already: a lookup
+/// takes no RTNL lock, which parallel ADDs otherwise queue for.
 fn ensure_bridge(nl: &Netlink, conf: &BridgeConf) -> CniResult<Link> {
     let name = conf.name.as_str();
     if name.is_empty() {
         // The kernel would name it `bridge0`, which the reference then fails to find.
         return Err(CniError::internal("could not lookup \"\": Link not found"));
     }
-    match nl.create_bridge(name, conf.mtu, conf.vlan_filtering) {
-        Err(e) if e.errno() != libc::EEXIST => {
-            return Err(CniError::internal(format!("could not add {name:?}: {e}")));
+    let existing = nl
+        .link_by_name(name)
+        .map_err(|e| CniError::internal(format!("could not lookup {name:?}: {e}")))?;
+    if existing.is_none() {
+        match nl.create_bridge(name, conf.mtu, conf.vlan_filtering) {
+            Err(e) if e.errno() != libc::EEXIST => {
+                return Err(CniError::internal(format!("could not add {name:?}: {e}")));
+            }
+            _ => {}
         }
-        _ => {}
     }
     let bridge = bridge_by_name(nl, name)?;
     if conf.promisc && !bridge.promisc {
@@ -452,7 +459,7 @@ fn ensure_bridge(nl: &Netlink, conf: &BridgeConf) -> CniResult<Link> {
         })?;
     }
     // We want to own the routes of this interface; the reference ignores a failure too.
-    let _ = crate::sysctl::write(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+    let _ = crate::sysctl::ensure(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
     if !bridge.up {
         nl.set_up(bridge.index, true)
             .map_err(|e| CniError::internal(format!("failed to set {name:?} up: {e}")))?;
@@ -481,15 +488,25 @@ fn attach_port(nl: &Netlink, port: &Link, bridge: &Link, cfg: &PortConfig) -> Cn
             bridge.name
         ))
     })?;
-    let flag = |hairpin, isolated| PortSettings {
-        hairpin,
-        isolated,
-        learning: None,
-    };
-    nl.set_bridge_port(index, &flag(Some(cfg.hairpin), None))
-        .map_err(|e| CniError::internal(format!("failed to setup hairpin mode for {name}: {e}")))?;
-    nl.set_bridge_port(index, &flag(None, Some(cfg.isolated)))
-        .map_err(|e| CniError::internal(format!("failed to set isolated on for {name}: {e}")))?;
+    // A new port has both flags off: only turning one on needs a (locked) change.
+    if cfg.hairpin {
+        let hairpin = PortSettings {
+            hairpin: Some(true),
+            ..PortSettings::default()
+        };
+        nl.set_bridge_port(index, &hairpin).map_err(|e| {
+            CniError::internal(format!("failed to setup hairpin mode for {name}: {e}"))
+        })?;
+    }
+    if cfg.isolated {
+        let isolated = PortSettings {
+            isolated: Some(true),
+            ..PortSettings::default()
+        };
+        nl.set_bridge_port(index, &isolated).map_err(|e| {
+            CniError::internal(format!("failed to set isolated on for {name}: {e}"))
+        })?;
+    }
     let vlan_failure = |what: &str, e: crate::netlink::NetlinkError| {
         CniError::internal(format!("failed to {what} on interface {name:?}: {e}"))
     };
@@ -735,42 +752,49 @@ fn wait_port_up(nl: &Netlink, name: &str) -> CniResult<Link> {
 
 fn del(req: &Request) -> CniResult<()> {
     let conf = load(req, true)?;
-    let mut first_error: Option<CniError> = None;
-    let mut note = |r: CniResult<()>| {
-        if let Err(e) = r
-            && first_error.is_none()
-        {
-            first_error = Some(e);
-        }
-    };
-    let mut ips = Vec::new();
-    match shared::open_netns_for_del(&req.env.netns) {
-        Ok(Some(netns)) => {
+    // Deleting a link waits for the kernel's RCU barrier (tens of milliseconds on a busy
+    // node). What does not need the link's addresses runs meanwhile: the IPAM release, and
+    // the spoof check and masquerade rules, which are found by name (the masquerade teardown
+    // takes the families from `prevResult`, or looks in both).
+    let (link, rest) = std::thread::scope(|scope| {
+        let link = scope.spawn(|| delete_link(req, &conf));
+        let rest = release(req, &conf);
+        (link.join(), rest)
+    });
+    link.unwrap_or_else(|_| Err(CniError::internal("deleting the link panicked")))
+        .and(rest)
+}
+
+/// DEL's link step: the container link goes (with its peer); without a namespace to look in,
+/// the host end that `prevResult` names, if it is still there.
+fn delete_link(req: &Request, conf: &BridgeConf) -> CniResult<()> {
+    match shared::open_netns_for_del(&req.env.netns)? {
+        Some(netns) => {
             let ifname = req.env.ifname.as_str();
-            let found = iface::in_netns(&netns, |nl| {
+            iface::in_netns(&netns, |nl| {
                 iface::delete_link_with_addresses(nl, ifname)
+                    .map(|_| ())
                     .map_err(|e| CniError::internal(format!("failed to delete {ifname:?}: {e}")))
-            });
-            match found {
-                Ok(found) => ips = found.unwrap_or_default(),
-                Err(e) => note(Err(e)),
-            }
+            })
         }
-        // No namespace to look in: the host end, if it is still there, is found by name.
-        Ok(None) => note(delete_host_veth(req, &conf)),
-        Err(e) => note(Err(e)),
+        None => delete_host_veth(req, conf),
     }
+}
+
+/// DEL's other steps, each tried whatever the others did; the first failure is reported.
+fn release(req: &Request, conf: &BridgeConf) -> CniResult<()> {
+    let mut outcome = Ok(());
     if conf.layer3 {
-        note(ipam::delegate(req, Command::Del).map(|_| ()));
+        outcome = outcome.and(ipam::delegate(req, Command::Del).map(|_| ()));
     }
     if conf.mac_spoof_chk {
-        note(firewall::teardown_mac_spoof_check(&spoof_check_id(req)));
+        let torn = firewall::teardown_mac_spoof_check(&spoof_check_id(req));
+        outcome = outcome.and(torn);
     }
     if conf.layer3 && conf.ip_masq {
-        shared::merge_ips(&mut ips, shared::prev_result_ips(req));
-        note(shared::masq_teardown(req, &ips));
+        outcome = outcome.and(shared::masq_teardown(req, &shared::prev_result_ips(req)));
     }
-    first_error.map_or(Ok(()), Err)
+    outcome
 }
 
 /// DEL without a namespace: deletes the host veth that `prevResult` names if it is still a

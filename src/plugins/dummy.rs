@@ -16,14 +16,16 @@ pub const APPLET: Applet = Applet {
 const NEEDS_IPAM: &str = "dummy interface requires an IPAM configuration";
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        Command::Status => status(req).map(|()| None),
-        Command::Gc => shared::gc_ipam(req).map(|()| None),
-        Command::Version => Ok(None),
-    }
+    shared::dispatch(
+        req,
+        &shared::Verbs {
+            add,
+            del,
+            check,
+            status,
+            gc: shared::gc_ipam,
+        },
+    )
 }
 
 fn require_ipam(req: &Request) -> CniResult<()> {
@@ -49,10 +51,7 @@ fn add(req: &Request) -> CniResult<CniOutput> {
 }
 
 fn del(req: &Request) -> CniResult<()> {
-    if req.config.ipam_type().is_some() {
-        ipam::delegate(req, Command::Del)?;
-    }
-    shared::del_container_link(req)
+    shared::del_single(req)
 }
 
 fn check(req: &Request) -> CniResult<()> {
@@ -63,12 +62,7 @@ fn check(req: &Request) -> CniResult<()> {
     let ifname = req.env.ifname.as_str();
     iface::in_netns(&netns, |nl| {
         let details = iface::validate_container_link(nl, &intf)?;
-        if details.link.kind.as_deref() != Some("dummy") {
-            return Err(CniError::internal(format!(
-                "Error: Container interface {} not of type dummy",
-                details.link.name
-            )));
-        }
+        iface::require_kind(&details, "dummy")?;
         if !details.link.up {
             return Err(CniError::internal(format!(
                 "Interface {} is down",

@@ -81,14 +81,16 @@ struct Loaded {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        Command::Status => shared::status(req).map(|()| None),
-        Command::Gc => shared::gc_ipam(req).map(|()| None),
-        Command::Version => Ok(None),
-    }
+    shared::dispatch(
+        req,
+        &shared::Verbs {
+            add,
+            del,
+            check,
+            status: shared::status,
+            gc: shared::gc_ipam,
+        },
+    )
 }
 
 /// The reference's `loadConf`: `deviceID` wins over the keys, one of them is required, and

@@ -35,14 +35,16 @@ struct IpvlanConf {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        Command::Status => shared::status(req).map(|()| None),
-        Command::Gc => shared::gc_ipam(req).map(|()| None),
-        Command::Version => Ok(None),
-    }
+    shared::dispatch(
+        req,
+        &shared::Verbs {
+            add,
+            del,
+            check,
+            status: shared::status,
+            gc: shared::gc_ipam,
+        },
+    )
 }
 
 fn mode_from_name(name: &str) -> CniResult<IpvlanMode> {
@@ -115,25 +117,12 @@ fn add(req: &Request) -> CniResult<CniOutput> {
         arp: true,
         ndisc: true,
     };
-    match shared::finish_single(req, &netns, intf, source, notify) {
-        Ok(mut result) => {
-            result.dns = req.config.dns.clone().unwrap_or_default();
-            Ok(result)
-        }
-        Err(e) => {
-            let _ = shared::delete_container_link(&netns, ifname);
-            Err(e)
-        }
-    }
+    shared::finish_created(req, &netns, intf, source, notify)
 }
 
 fn del(req: &Request) -> CniResult<()> {
     let _conf: IpvlanConf = req.decode()?;
-    // Chained without an `ipam` section there is nothing to release.
-    if req.config.ipam_type().is_some() {
-        ipam::delegate(req, Command::Del)?;
-    }
-    shared::del_container_link(req)
+    shared::del_single(req)
 }
 
 fn check(req: &Request) -> CniResult<()> {
@@ -156,12 +145,7 @@ fn check(req: &Request) -> CniResult<()> {
     let ifname = req.env.ifname.as_str();
     iface::in_netns(&netns, |nl| {
         let details = iface::validate_container_link(nl, &intf)?;
-        if details.link.kind.as_deref() != Some("ipvlan") {
-            return Err(CniError::internal(format!(
-                "Error: Container interface {} not of type ipvlan",
-                details.link.name
-            )));
-        }
+        iface::require_kind(&details, "ipvlan")?;
         if details.ipvlan_mode != Some(mode) {
             return Err(CniError::internal(format!(
                 "Container IPVlan mode {} does not match expected value: {}",

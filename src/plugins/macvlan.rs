@@ -54,14 +54,16 @@ struct Loaded {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        Command::Status => shared::status(req).map(|()| None),
-        Command::Gc => shared::gc_ipam(req).map(|()| None),
-        Command::Version => Ok(None),
-    }
+    shared::dispatch(
+        req,
+        &shared::Verbs {
+            add,
+            del,
+            check,
+            status: shared::status,
+            gc: shared::gc_ipam,
+        },
+    )
 }
 
 fn mode_from_name(name: &str) -> CniResult<MacvlanMode> {
@@ -99,16 +101,7 @@ fn load(req: &Request, host_nl: &Netlink, netns: &NetNs) -> CniResult<Loaded> {
         )));
     }
     let mode = mode_from_name(&conf.mode)?;
-    let mac_text = shared::configured_mac(req, &conf.mac)?;
-    let mac = if mac_text.is_empty() {
-        None
-    } else {
-        Some(iface::parse_mac(&mac_text).ok_or_else(|| {
-            CniError::internal(format!(
-                "invalid args {mac_text} for MAC addr: address {mac_text}: invalid MAC address"
-            ))
-        })?)
-    };
+    let mac = shared::configured_mac(req, &conf.mac)?;
     Ok(Loaded {
         conf,
         master_index: link.index,
@@ -149,24 +142,12 @@ fn add(req: &Request) -> CniResult<CniOutput> {
         arp: true,
         ndisc: true,
     };
-    match shared::finish_single(req, &netns, intf, source, notify) {
-        Ok(mut result) => {
-            result.dns = req.config.dns.clone().unwrap_or_default();
-            Ok(result)
-        }
-        Err(e) => {
-            let _ = shared::delete_container_link(&netns, ifname);
-            Err(e)
-        }
-    }
+    shared::finish_created(req, &netns, intf, source, notify)
 }
 
 fn del(req: &Request) -> CniResult<()> {
     let _conf: MacvlanConf = req.decode()?;
-    if req.config.ipam_type().is_some() {
-        ipam::delegate(req, Command::Del)?;
-    }
-    shared::del_container_link(req)
+    shared::del_single(req)
 }
 
 fn check(req: &Request) -> CniResult<()> {
@@ -180,12 +161,7 @@ fn check(req: &Request) -> CniResult<()> {
     let ifname = req.env.ifname.as_str();
     iface::in_netns(&netns, |nl| {
         let details = iface::validate_container_link(nl, &intf)?;
-        if details.link.kind.as_deref() != Some("macvlan") {
-            return Err(CniError::internal(format!(
-                "error: Container interface {} not of type macvlan",
-                details.link.name
-            )));
-        }
+        iface::require_kind(&details, "macvlan")?;
         if details.macvlan_mode != Some(loaded.mode) {
             return Err(CniError::internal(format!(
                 "container macvlan mode {} does not match expected value: {}",

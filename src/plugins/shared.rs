@@ -171,8 +171,8 @@ pub fn gc_ipam(req: &Request) -> CniResult<()> {
 }
 
 /// The MAC of the plugins with a `mac` key (macvlan, tap): the key, then `CNI_ARGS` `MAC`,
-/// then `runtimeConfig.mac`, each later one winning when set. Empty when none is.
-pub fn configured_mac(req: &Request, key: &str) -> CniResult<String> {
+/// then `runtimeConfig.mac`, each later one winning when set; None when none is.
+pub fn configured_mac(req: &Request, key: &str) -> CniResult<Option<[u8; 6]>> {
     let mut mac = key.to_string();
     if let Some(env_mac) = req.cni_args(&["MAC"])?.get("MAC")
         && !env_mac.is_empty()
@@ -189,7 +189,14 @@ pub fn configured_mac(req: &Request, key: &str) -> CniResult<String> {
     {
         mac = rt.to_string();
     }
-    Ok(mac)
+    if mac.is_empty() {
+        return Ok(None);
+    }
+    iface::parse_mac(&mac).map(Some).ok_or_else(|| {
+        CniError::internal(format!(
+            "invalid args {mac} for MAC addr: address {mac}: invalid MAC address"
+        ))
+    })
 }
 
 /// CHECK's common start: the `prevResult` (an error saying `missing` when there is none) and
@@ -229,6 +236,15 @@ pub fn del_container_link(req: &Request) -> CniResult<()> {
         Some(netns) => delete_container_link(&netns, &req.env.ifname),
         None => Ok(()),
     }
+}
+
+/// DEL of a plugin whose only state is the container link: IPAM DEL when there is an IPAM
+/// section, then the link, unless the namespace or the link is gone already.
+pub fn del_single(req: &Request) -> CniResult<()> {
+    if req.config.ipam_type().is_some() {
+        ipam::delegate(req, Command::Del)?;
+    }
+    del_container_link(req)
 }
 
 /// Where the addresses of a single-interface plugin come from.
@@ -297,6 +313,48 @@ pub fn finish_single(
             }
             Err(e)
         }
+    }
+}
+
+/// [`finish_single`] for a link the plugin created in the container: the config's own `dns`
+/// in the result (the reference replaces IPAM's with it), the link deleted again on failure.
+pub fn finish_created(
+    req: &Request,
+    netns: &NetNs,
+    iface: Interface,
+    source: IpSource,
+    notify: Notify,
+) -> CniResult<CniOutput> {
+    match finish_single(req, netns, iface, source, notify) {
+        Ok(mut result) => {
+            result.dns = req.config.dns.clone().unwrap_or_default();
+            Ok(result)
+        }
+        Err(e) => {
+            let _ = delete_container_link(netns, &req.env.ifname);
+            Err(e)
+        }
+    }
+}
+
+/// The verbs of a plugin, for [`dispatch`].
+pub struct Verbs {
+    pub add: fn(&Request) -> CniResult<CniOutput>,
+    pub del: fn(&Request) -> CniResult<()>,
+    pub check: fn(&Request) -> CniResult<()>,
+    pub status: fn(&Request) -> CniResult<()>,
+    pub gc: fn(&Request) -> CniResult<()>,
+}
+
+/// Runs the handler of the request's verb; only ADD has a result.
+pub fn dispatch(req: &Request, verbs: &Verbs) -> CniResult<Option<CniOutput>> {
+    match req.command {
+        Command::Add => (verbs.add)(req).map(Some),
+        Command::Del => (verbs.del)(req).map(|()| None),
+        Command::Check => (verbs.check)(req).map(|()| None),
+        Command::Status => (verbs.status)(req).map(|()| None),
+        Command::Gc => (verbs.gc)(req).map(|()| None),
+        Command::Version => Ok(None),
     }
 }
 

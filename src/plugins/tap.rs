@@ -56,14 +56,16 @@ struct TapConf {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        Command::Status => shared::status(req).map(|()| None),
-        Command::Gc => shared::gc_ipam(req).map(|()| None),
-        Command::Version => Ok(None),
-    }
+    shared::dispatch(
+        req,
+        &shared::Verbs {
+            add,
+            del,
+            check,
+            status: shared::status,
+            gc: shared::gc_ipam,
+        },
+    )
 }
 
 /// The device the reference would make for this config (see the module comment).
@@ -82,16 +84,7 @@ fn tap_spec(conf: &TapConf, name: &str) -> TapSpec {
 
 fn add(req: &Request) -> CniResult<CniOutput> {
     let conf: TapConf = req.decode()?;
-    let mac_text = shared::configured_mac(req, &conf.mac)?;
-    let mac = if mac_text.is_empty() {
-        None
-    } else {
-        Some(iface::parse_mac(&mac_text).ok_or_else(|| {
-            CniError::internal(format!(
-                "invalid args {mac_text} for MAC addr: address {mac_text}: invalid MAC address"
-            ))
-        })?)
-    };
+    let mac = shared::configured_mac(req, &conf.mac)?;
     let netns = shared::open_netns(&req.env.netns)?;
     let ifname = req.env.ifname.as_str();
     let intf = create_tap(&conf, mac, &netns, ifname, &req.env.netns)?;
@@ -104,16 +97,7 @@ fn add(req: &Request) -> CniResult<CniOutput> {
         arp: true,
         ndisc: false,
     };
-    match shared::finish_single(req, &netns, intf, source, notify) {
-        Ok(mut result) => {
-            result.dns = req.config.dns.clone().unwrap_or_default();
-            Ok(result)
-        }
-        Err(e) => {
-            let _ = shared::delete_container_link(&netns, ifname);
-            Err(e)
-        }
-    }
+    shared::finish_created(req, &netns, intf, source, notify)
 }
 
 /// Everything inside the container: the device under a temporary name, its MTU and MAC,
@@ -245,10 +229,7 @@ pub fn helper_main(args: &[OsString]) -> Option<i32> {
 
 fn del(req: &Request) -> CniResult<()> {
     let _conf: TapConf = req.decode()?;
-    if req.config.ipam_type().is_some() {
-        ipam::delegate(req, Command::Del)?;
-    }
-    shared::del_container_link(req)
+    shared::del_single(req)
 }
 
 /// CHECK, as the reference's: the addresses and routes of the result (the device itself is

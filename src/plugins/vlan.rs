@@ -36,14 +36,16 @@ struct VlanConf {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        Command::Status => status(req).map(|()| None),
-        Command::Gc => shared::gc_ipam(req).map(|()| None),
-        Command::Version => Ok(None),
-    }
+    shared::dispatch(
+        req,
+        &shared::Verbs {
+            add,
+            del,
+            check,
+            status,
+            gc: shared::gc_ipam,
+        },
+    )
 }
 
 /// The checks that need no kernel: master given, id in range, IPAM configured.
@@ -103,24 +105,12 @@ fn add(req: &Request) -> CniResult<CniOutput> {
         &req.env.netns,
     )?;
     // The reference sets no notify sysctls for vlan.
-    match shared::finish_single(req, &netns, intf, IpSource::Ipam, Notify::default()) {
-        Ok(mut result) => {
-            result.dns = req.config.dns.clone().unwrap_or_default();
-            Ok(result)
-        }
-        Err(e) => {
-            let _ = shared::delete_container_link(&netns, ifname);
-            Err(e)
-        }
-    }
+    shared::finish_created(req, &netns, intf, IpSource::Ipam, Notify::default())
 }
 
 fn del(req: &Request) -> CniResult<()> {
     let _conf: VlanConf = req.decode()?;
-    if req.config.ipam_type().is_some() {
-        ipam::delegate(req, Command::Del)?;
-    }
-    shared::del_container_link(req)
+    shared::del_single(req)
 }
 
 fn check(req: &Request) -> CniResult<()> {
@@ -138,12 +128,7 @@ fn check(req: &Request) -> CniResult<()> {
     let ifname = req.env.ifname.as_str();
     iface::in_netns(&netns, |nl| {
         let details = iface::validate_container_link(nl, &intf)?;
-        if details.link.kind.as_deref() != Some("vlan") {
-            return Err(CniError::internal(format!(
-                "Error: Container interface {} not of type vlan",
-                details.link.name
-            )));
-        }
+        iface::require_kind(&details, "vlan")?;
         let actual = details.vlan_id.map_or(-1, i64::from);
         if actual != conf.vlan_id {
             return Err(CniError::internal(format!(

@@ -20,7 +20,12 @@ pub fn host_local(host: &Host, subnet: &str) -> Value {
 /// Checks the shape of an ADD result of a single-interface plugin for `version`: the legacy
 /// `ip4` (no interfaces) before 0.3.0, else one interface `ifname` in `sandbox` with every
 /// IP on index 0. Returns the addresses (`addr/prefix`).
-pub fn assert_single_result(result: &Value, version: &str, ifname: &str, sandbox: &str) -> Vec<String> {
+pub fn assert_single_result(
+    result: &Value,
+    version: &str,
+    ifname: &str,
+    sandbox: &str,
+) -> Vec<String> {
     assert_eq!(result["cniVersion"], version, "{result}");
     if version < "0.3.0" {
         assert!(result.get("interfaces").is_none(), "{result}");
@@ -117,7 +122,11 @@ pub fn del_survives(plugin: &Plugin, host: &Host, conf: &Value, network: &str, g
     if let Some(ctr) = ctr
         && gone != Gone::EmptyNetnsVar
     {
-        assert!(links_of(&ctr.name).is_empty(), "{gone:?}: {:?}", links_of(&ctr.name));
+        assert!(
+            links_of(&ctr.name).is_empty(),
+            "{gone:?}: {:?}",
+            links_of(&ctr.name)
+        );
     }
 }
 
@@ -142,7 +151,11 @@ pub fn gc_and_status(
         .timeout(Duration::from_secs(60))
         .run()
         .assert_success();
-    assert_eq!(host.reservations(network).len(), 1, "GC kept the stale reservation");
+    assert_eq!(
+        host.reservations(network).len(),
+        1,
+        "GC kept the stale reservation"
+    );
     Invocation::new(&plugin.wrapper)
         .command("STATUS")
         .cni_path(&plugin.cni_path)
@@ -159,4 +172,61 @@ pub fn gc_and_status(
         .run();
     out.assert_failure();
     drop((keep, stale));
+}
+
+/// What [`every_spec_version`] needs to know about one plugin.
+pub struct VersionCase<'a> {
+    /// The applet.
+    pub plugin: &'a str,
+    /// The host namespace, set up as the plugin needs (parent links, ...).
+    pub host: &'a dyn Fn() -> Host,
+    /// The config for a host and a spec version; its network name is `network`.
+    pub conf: &'a dyn Fn(&Host, &str) -> Value,
+    pub network: &'a str,
+    /// The address IPAM hands out first.
+    pub addr: &'a str,
+    /// CHECK's error without `prevResult`.
+    pub missing_prev: &'a str,
+    /// The plugin's own checks of the container (and host) after ADD.
+    pub after_add: &'a dyn Fn(&Host, &Netns, &Value),
+}
+
+/// For every spec version: ADD (result shape, address on `eth0`), the plugin's own checks,
+/// CHECK with and without `prevResult` (0.4.0 on), DEL (link and reservation gone), DEL again.
+pub fn every_spec_version(case: &VersionCase) {
+    let dir = AppletDir::new();
+    for version in VERSIONS {
+        let host = (case.host)();
+        let plugin = Plugin::ours(&dir, &host, case.plugin);
+        let ctr = Netns::new("ver");
+        let conf = (case.conf)(&host, version);
+        let add = plugin.run("ADD", "ctr-v", ctr.path_str(), "eth0", &conf);
+        add.assert_success();
+        let result = add.json();
+        let addrs = assert_single_result(&result, version, "eth0", ctr.path_str());
+        assert_eq!(addrs, [case.addr], "{version}");
+        assert_eq!(addresses(&ctr.name, "eth0"), [case.addr], "{version}");
+        (case.after_add)(&host, &ctr, &result);
+        if version >= "0.4.0" {
+            plugin
+                .run(
+                    "CHECK",
+                    "ctr-v",
+                    ctr.path_str(),
+                    "eth0",
+                    &with_prev(&conf, &result),
+                )
+                .assert_success();
+            let missing = plugin.run("CHECK", "ctr-v", ctr.path_str(), "eth0", &conf);
+            assert_eq!(missing.json()["msg"], case.missing_prev, "{missing}");
+        }
+        plugin
+            .run("DEL", "ctr-v", ctr.path_str(), "eth0", &conf)
+            .assert_success();
+        assert!(links_of(&ctr.name).is_empty(), "{version}");
+        assert_eq!(host.reservations(case.network), Vec::<String>::new());
+        plugin
+            .run("DEL", "ctr-v", ctr.path_str(), "eth0", &conf)
+            .assert_success();
+    }
 }

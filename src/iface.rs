@@ -222,6 +222,24 @@ pub fn lookup_link(
     }
 }
 
+/// [`lookup_link`] for a `master` that must exist.
+pub fn lookup_master(
+    host_nl: &Netlink,
+    container: &NetNs,
+    in_container: bool,
+    name: &str,
+) -> CniResult<Link> {
+    lookup_link(host_nl, container, in_container, name)?.ok_or_else(|| {
+        CniError::internal(format!("failed to lookup master {name:?}: Link not found"))
+    })
+}
+
+/// CHECK: the addresses and routes of `result` are in place for `ifname`.
+pub fn validate_result(nl: &Netlink, ifname: &str, result: &CniOutput) -> CniResult<()> {
+    validate_interface_ips(nl, ifname, &result.ips)?;
+    validate_routes(nl, &result.routes)
+}
+
 /// The link of the first default route (IPv4, then IPv6) of the main table, as the
 /// reference picks a macvlan/ipvlan `master` that is not configured.
 pub fn default_route_link(nl: &Netlink) -> CniResult<String> {

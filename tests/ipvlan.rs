@@ -82,24 +82,10 @@ fn modes_mtu_and_check_of_the_mode() {
         let link = link_details(&ctr.name, "eth0");
         assert_eq!(link["linkinfo"]["info_data"]["mode"], mode, "{link}");
         assert_eq!(link["mtu"], 1400);
-        let prev = add.json();
-        iv.run(
-            "CHECK",
-            "ctr-m",
-            ctr.path_str(),
-            "eth0",
-            &with_prev(&conf, &prev),
-        )
-        .assert_success();
         let other = if mode == "l3" { "l2" } else { "l3" };
-        let mut wrong = with_prev(&conf, &prev);
-        wrong["mode"] = json!(other);
-        let out = iv.run("CHECK", "ctr-m", ctr.path_str(), "eth0", &wrong);
-        assert_eq!(
-            out.json()["msg"],
-            format!("Container IPVlan mode {mode} does not match expected value: {other}"),
-            "{out}"
-        );
+        let msg = format!("Container IPVlan mode {mode} does not match expected value: {other}");
+        let wrong = ("mode", json!(other), msg.as_str());
+        check_then_fail_on(&iv, &ctr, "ctr-m", &conf, &add.json(), wrong);
         iv.run("DEL", "ctr-m", ctr.path_str(), "eth0", &conf)
             .assert_success();
     }

@@ -98,6 +98,9 @@ setup_packages() {
         "busybox busybox-static"
         "file file"
         "shellcheck shellcheck"
+        "qemu-system-x86_64 qemu-system-x86"
+        "cpio cpio"
+        "depmod kmod"
     )
     local entry probe pkg missing=()
     for entry in "${need[@]}"; do
@@ -237,6 +240,15 @@ else
 fi
 step shell-lint shell_lint
 packaging_steps
+# Full-kernel VM lane (tests/vm): the integration and unit tests on Debian's
+# cloud kernel under qemu (dummy, vlan, ipvlan, vrf, bridge VLAN filtering).
+if [ "${CNIBOX_SKIP_VM:-0}" = 1 ]; then
+    skip_step vm-lane "CNIBOX_SKIP_VM=1"
+elif step_passed build-musl-release; then
+    step vm-lane tests/vm/run-vm.sh
+else
+    skip_step vm-lane "the musl release build failed"
+fi
 
 section "summary"
 for i in "${!STEPS[@]}"; do

@@ -201,7 +201,12 @@ fn frames_carry_the_configured_id() {
     );
     assert!(ping(&b.name, "10.74.0.2"));
     assert!(!ping_once(&c.name, "10.74.0.2"), "id 20 reached id 10");
-    // A plain 802.1Q link with id 10 on the host end sees the container's frames too.
+    for (ns, cid, conf) in [(&b, "ctr-b", &b_conf), (&c, "ctr-c", &c_conf)] {
+        vl.run("DEL", cid, ns.path_str(), "eth0", conf)
+            .assert_success();
+    }
+    // A plain 802.1Q link with id 10 on the host end (free again: one link per id and
+    // master) sees the container's frames too.
     host.ns.ip(&[
         "link", "add", "link", "vl1", "name", "probe10", "type", "vlan", "id", "10",
     ]);
@@ -212,14 +217,8 @@ fn frames_carry_the_configured_id() {
         ping(&host.ns.name, "10.74.0.2"),
         "the host's id 10 cannot reach a"
     );
-    for (ns, cid, conf) in [
-        (&a, "ctr-a", &a_conf),
-        (&b, "ctr-b", &b_conf),
-        (&c, "ctr-c", &c_conf),
-    ] {
-        vl.run("DEL", cid, ns.path_str(), "eth0", conf)
-            .assert_success();
-    }
+    vl.run("DEL", "ctr-a", a.path_str(), "eth0", &a_conf)
+        .assert_success();
 }
 
 #[test]

@@ -422,10 +422,14 @@ fn lookup(nl: &Netlink, name: &str) -> CniResult<Link> {
 
 /// The link `name`, which must be a bridge.
 fn bridge_by_name(nl: &Netlink, name: &str) -> CniResult<Link> {
-    let link = lookup(nl, name)?;
+    check_bridge(lookup(nl, name)?)
+}
+
+fn check_bridge(link: Link) -> CniResult<Link> {
     if link.kind.as_deref() != Some("bridge") {
         return Err(CniError::internal(format!(
-            "{name:?} already exists but is not a bridge"
+            "{:?} already exists but is not a bridge",
+            link.name
         )));
     }
     Ok(link)
@@ -444,15 +448,18 @@ fn ensure_bridge(nl: &Netlink, conf: &BridgeConf) -> CniResult<Link> {
     let existing = nl
         .link_by_name(name)
         .map_err(|e| CniError::internal(format!("could not lookup {name:?}: {e}")))?;
-    if existing.is_none() {
-        match nl.create_bridge(name, conf.mtu, conf.vlan_filtering) {
-            Err(e) if e.errno() != libc::EEXIST => {
-                return Err(CniError::internal(format!("could not add {name:?}: {e}")));
+    let bridge = match existing {
+        Some(link) => check_bridge(link)?,
+        None => {
+            match nl.create_bridge(name, conf.mtu, conf.vlan_filtering) {
+                Err(e) if e.errno() != libc::EEXIST => {
+                    return Err(CniError::internal(format!("could not add {name:?}: {e}")));
+                }
+                _ => {}
             }
-            _ => {}
+            bridge_by_name(nl, name)?
         }
-    }
-    let bridge = bridge_by_name(nl, name)?;
+    };
     if conf.promisc && !bridge.promisc {
         nl.set_promisc(bridge.index, true).map_err(|e| {
             CniError::internal(format!("could not set promiscuous mode on {name:?}: {e}"))

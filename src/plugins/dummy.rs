@@ -2,9 +2,8 @@
 //! IPAM (required). Its result keeps the DNS of the IPAM result, as the reference's does.
 
 use super::shared::{self, IpSource, Notify};
-use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::iface;
-use crate::ipam;
 use crate::netlink::{LinkKind, LinkSpec};
 
 pub const APPLET: Applet = Applet {
@@ -16,16 +15,7 @@ pub const APPLET: Applet = Applet {
 const NEEDS_IPAM: &str = "dummy interface requires an IPAM configuration";
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    shared::dispatch(
-        req,
-        &shared::Verbs {
-            add,
-            del,
-            check,
-            status,
-            gc: shared::gc_ipam,
-        },
-    )
+    shared::dispatch_single(req, add, del, check, status)
 }
 
 fn require_ipam(req: &Request) -> CniResult<()> {
@@ -57,7 +47,7 @@ fn del(req: &Request) -> CniResult<()> {
 fn check(req: &Request) -> CniResult<()> {
     require_ipam(req)?;
     let netns = shared::open_netns(&req.env.netns)?;
-    ipam::delegate(req, Command::Check)?;
+    shared::ipam_check(req)?;
     let (prev, intf) = shared::prev_container_interface(req, "dummy: Required prevResult missing")?;
     let ifname = req.env.ifname.as_str();
     iface::in_netns(&netns, |nl| {

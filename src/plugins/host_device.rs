@@ -81,16 +81,7 @@ struct Loaded {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    shared::dispatch(
-        req,
-        &shared::Verbs {
-            add,
-            del,
-            check,
-            status: shared::status,
-            gc: shared::gc_ipam,
-        },
-    )
+    shared::dispatch_single(req, add, del, check, shared::status)
 }
 
 /// The reference's `loadConf`: `deviceID` wins over the keys, one of them is required, and
@@ -498,9 +489,7 @@ fn del(req: &Request) -> CniResult<()> {
 fn check(req: &Request) -> CniResult<()> {
     let loaded = load(req)?;
     let netns = shared::open_netns(&req.env.netns)?;
-    if req.config.ipam_type().is_some() {
-        ipam::delegate(req, Command::Check)?;
-    }
+    shared::ipam_check(req)?;
     if req.config.prev_result.as_ref().is_none_or(|v| v.is_null()) {
         return Err(CniError::internal("Required prevResult missing"));
     }
@@ -511,8 +500,7 @@ fn check(req: &Request) -> CniResult<()> {
     let ifname = req.env.ifname.as_str();
     iface::in_netns(&netns, |nl| {
         iface::validate_container_link(nl, &intf)?;
-        iface::validate_interface_ips(nl, ifname, &prev.ips)?;
-        iface::validate_routes(nl, &prev.routes)
+        iface::validate_result(nl, ifname, &prev)
     })
 }
 

@@ -9,10 +9,9 @@
 use serde::Deserialize;
 
 use super::shared::{self, IpSource, Notify, null_default};
-use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::iface;
-use crate::ipam;
-use crate::netlink::{Ipvlan, IpvlanMode, LinkKind, LinkSpec, Netlink};
+use crate::netlink::{Ipvlan, IpvlanMode, LinkKind, Netlink};
 use crate::netns::NetNs;
 
 pub const APPLET: Applet = Applet {
@@ -35,16 +34,7 @@ struct IpvlanConf {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    shared::dispatch(
-        req,
-        &shared::Verbs {
-            add,
-            del,
-            check,
-            status: shared::status,
-            gc: shared::gc_ipam,
-        },
-    )
+    shared::dispatch_single(req, add, del, check, shared::status)
 }
 
 fn mode_from_name(name: &str) -> CniResult<IpvlanMode> {
@@ -83,29 +73,19 @@ fn add(req: &Request) -> CniResult<CniOutput> {
     let host_nl = Netlink::open().map_err(CniError::internal)?;
     let master = master_for_add(&conf, prev.as_ref(), &host_nl, &netns)?;
     let mode = mode_from_name(&conf.mode)?;
-    let link = iface::lookup_link(&host_nl, &netns, conf.link_in_container, &master)?.ok_or_else(
-        || {
-            CniError::internal(format!(
-                "failed to lookup master {master:?}: Link not found"
-            ))
-        },
-    )?;
-    let mut spec = LinkSpec::new(
-        "",
-        LinkKind::Ipvlan(Ipvlan {
-            parent: link.index,
-            mode,
-        }),
-    );
-    spec.mtu = shared::mtu(conf.mtu);
-    let ifname = req.env.ifname.as_str();
-    let intf = iface::create_for_container(
+    let link = iface::lookup_master(&host_nl, &netns, conf.link_in_container, &master)?;
+    let kind = LinkKind::Ipvlan(Ipvlan {
+        parent: link.index,
+        mode,
+    });
+    let intf = shared::create_on_master(
+        req,
         &host_nl,
         &netns,
         conf.link_in_container,
-        spec,
-        ifname,
-        &req.env.netns,
+        kind,
+        conf.mtu,
+        None,
     )?;
     let source = match prev {
         Some(prev) if req.config.ipam_type().is_none() && !prev.ips.is_empty() => {
@@ -128,18 +108,11 @@ fn del(req: &Request) -> CniResult<()> {
 fn check(req: &Request) -> CniResult<()> {
     let conf: IpvlanConf = req.decode()?;
     let netns = shared::open_netns(&req.env.netns)?;
-    if req.config.ipam_type().is_some() {
-        ipam::delegate(req, Command::Check)?;
-    }
+    shared::ipam_check(req)?;
     let (prev, intf) = shared::prev_container_interface(req, "Required prevResult missing")?;
     if !conf.master.is_empty() {
         let host_nl = Netlink::open().map_err(CniError::internal)?;
-        if iface::lookup_link(&host_nl, &netns, conf.link_in_container, &conf.master)?.is_none() {
-            return Err(CniError::internal(format!(
-                "failed to lookup master {:?}: Link not found",
-                conf.master
-            )));
-        }
+        iface::lookup_master(&host_nl, &netns, conf.link_in_container, &conf.master)?;
     }
     let mode = mode_from_name(&conf.mode)?;
     let ifname = req.env.ifname.as_str();
@@ -153,8 +126,7 @@ fn check(req: &Request) -> CniResult<()> {
                 mode.name()
             )));
         }
-        iface::validate_interface_ips(nl, ifname, &prev.ips)?;
-        iface::validate_routes(nl, &prev.routes)
+        iface::validate_result(nl, ifname, &prev)
     })
 }
 

@@ -8,10 +8,9 @@
 use serde::Deserialize;
 
 use super::shared::{self, IpSource, Notify, null_default};
-use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::iface;
-use crate::ipam;
-use crate::netlink::{LinkKind, LinkSpec, Macvlan, MacvlanMode, Netlink};
+use crate::netlink::{LinkKind, Macvlan, MacvlanMode, Netlink};
 use crate::netns::NetNs;
 
 pub const APPLET: Applet = Applet {
@@ -54,16 +53,7 @@ struct Loaded {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    shared::dispatch(
-        req,
-        &shared::Verbs {
-            add,
-            del,
-            check,
-            status: shared::status,
-            gc: shared::gc_ipam,
-        },
-    )
+    shared::dispatch_single(req, add, del, check, shared::status)
 }
 
 fn mode_from_name(name: &str) -> CniResult<MacvlanMode> {
@@ -88,12 +78,7 @@ fn load(req: &Request, host_nl: &Netlink, netns: &NetNs) -> CniResult<Loaded> {
     } else {
         conf.master.clone()
     };
-    let link =
-        iface::lookup_link(host_nl, netns, conf.link_in_container, &master)?.ok_or_else(|| {
-            CniError::internal(format!(
-                "failed to lookup master {master:?}: Link not found"
-            ))
-        })?;
+    let link = iface::lookup_master(host_nl, netns, conf.link_in_container, &master)?;
     if conf.mtu < 0 || conf.mtu > i64::from(link.mtu) {
         return Err(CniError::internal(format!(
             "invalid MTU {}, must be [0, master MTU({})]",
@@ -114,30 +99,22 @@ fn add(req: &Request) -> CniResult<CniOutput> {
     let netns = shared::open_netns(&req.env.netns)?;
     let host_nl = Netlink::open().map_err(CniError::internal)?;
     let loaded = load(req, &host_nl, &netns)?;
-    let mut spec = LinkSpec::new(
-        "",
-        LinkKind::Macvlan(Macvlan {
-            parent: loaded.master_index,
-            mode: loaded.mode,
-            bc_queue_len: Some(loaded.conf.bc_queue_len).filter(|l| *l > 0),
-        }),
-    );
-    spec.mtu = shared::mtu(loaded.conf.mtu);
-    spec.mac = loaded.mac;
-    let ifname = req.env.ifname.as_str();
-    let intf = iface::create_for_container(
+    let kind = LinkKind::Macvlan(Macvlan {
+        parent: loaded.master_index,
+        mode: loaded.mode,
+        bc_queue_len: Some(loaded.conf.bc_queue_len).filter(|l| *l > 0),
+    });
+    let in_container = loaded.conf.link_in_container;
+    let intf = shared::create_on_master(
+        req,
         &host_nl,
         &netns,
-        loaded.conf.link_in_container,
-        spec,
-        ifname,
-        &req.env.netns,
+        in_container,
+        kind,
+        loaded.conf.mtu,
+        loaded.mac,
     )?;
-    let source = if req.config.ipam_type().is_some() {
-        IpSource::Ipam
-    } else {
-        IpSource::L2
-    };
+    let source = IpSource::from_config(req);
     let notify = Notify {
         arp: true,
         ndisc: true,
@@ -154,9 +131,7 @@ fn check(req: &Request) -> CniResult<()> {
     let netns = shared::open_netns(&req.env.netns)?;
     let host_nl = Netlink::open().map_err(CniError::internal)?;
     let loaded = load(req, &host_nl, &netns)?;
-    if req.config.ipam_type().is_some() {
-        ipam::delegate(req, Command::Check)?;
-    }
+    shared::ipam_check(req)?;
     let (prev, intf) = shared::prev_container_interface(req, "required prevResult missing")?;
     let ifname = req.env.ifname.as_str();
     iface::in_netns(&netns, |nl| {
@@ -169,8 +144,7 @@ fn check(req: &Request) -> CniResult<()> {
                 loaded.mode.name()
             )));
         }
-        iface::validate_interface_ips(nl, ifname, &prev.ips)?;
-        iface::validate_routes(nl, &prev.routes)
+        iface::validate_result(nl, ifname, &prev)
     })
 }
 

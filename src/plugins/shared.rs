@@ -11,6 +11,7 @@ use crate::cni::{CniError, CniOutput, CniResult, Command, Request};
 use crate::firewall;
 use crate::iface;
 use crate::ipam;
+use crate::netlink::{LinkKind, LinkSpec, Netlink};
 use crate::netns::{NetNs, NetnsError};
 use crate::sysctl;
 
@@ -257,6 +258,42 @@ pub enum IpSource {
     Given(CniOutput),
 }
 
+impl IpSource {
+    /// IPAM when the config has an IPAM section, else L2 only.
+    pub fn from_config(req: &Request) -> IpSource {
+        if req.config.ipam_type().is_some() {
+            IpSource::Ipam
+        } else {
+            IpSource::L2
+        }
+    }
+}
+
+/// Creates a link of `kind` (on its master) for the container, with `mtu` (non-positive:
+/// the kernel's default) and `mac`, named `CNI_IFNAME` there: see
+/// [`iface::create_for_container`].
+pub fn create_on_master<'a>(
+    req: &Request,
+    host_nl: &Netlink,
+    netns: &'a NetNs,
+    in_container: bool,
+    kind: LinkKind<'a>,
+    mtu_value: i64,
+    mac: Option<[u8; 6]>,
+) -> CniResult<Interface> {
+    let mut spec = LinkSpec::new("", kind);
+    spec.mtu = mtu(mtu_value);
+    spec.mac = mac;
+    iface::create_for_container(
+        host_nl,
+        netns,
+        in_container,
+        spec,
+        &req.env.ifname,
+        &req.env.netns,
+    )
+}
+
 /// ADD's end for the plugins with one container interface: the addresses (all on interface
 /// 0, `iface`), `arp_notify` (and `ndisc_notify`) as asked, `ConfigureIface`; for L2 just
 /// the link up. An IPAM reservation made here is released if a later step fails; the link
@@ -337,25 +374,31 @@ pub fn finish_created(
     }
 }
 
-/// The verbs of a plugin, for [`dispatch`].
-pub struct Verbs {
-    pub add: fn(&Request) -> CniResult<CniOutput>,
-    pub del: fn(&Request) -> CniResult<()>,
-    pub check: fn(&Request) -> CniResult<()>,
-    pub status: fn(&Request) -> CniResult<()>,
-    pub gc: fn(&Request) -> CniResult<()>,
-}
-
-/// Runs the handler of the request's verb; only ADD has a result.
-pub fn dispatch(req: &Request, verbs: &Verbs) -> CniResult<Option<CniOutput>> {
+/// Runs the handler of the request's verb for a plugin whose GC is only IPAM's
+/// ([`gc_ipam`]); only ADD has a result.
+pub fn dispatch_single(
+    req: &Request,
+    add: fn(&Request) -> CniResult<CniOutput>,
+    del: fn(&Request) -> CniResult<()>,
+    check: fn(&Request) -> CniResult<()>,
+    status: fn(&Request) -> CniResult<()>,
+) -> CniResult<Option<CniOutput>> {
     match req.command {
-        Command::Add => (verbs.add)(req).map(Some),
-        Command::Del => (verbs.del)(req).map(|()| None),
-        Command::Check => (verbs.check)(req).map(|()| None),
-        Command::Status => (verbs.status)(req).map(|()| None),
-        Command::Gc => (verbs.gc)(req).map(|()| None),
+        Command::Add => add(req).map(Some),
+        Command::Del => del(req).map(|()| None),
+        Command::Check => check(req).map(|()| None),
+        Command::Status => status(req).map(|()| None),
+        Command::Gc => gc_ipam(req).map(|()| None),
         Command::Version => Ok(None),
     }
+}
+
+/// CHECK's IPAM step: the IPAM plugin's CHECK when there is an IPAM section.
+pub fn ipam_check(req: &Request) -> CniResult<()> {
+    if req.config.ipam_type().is_some() {
+        ipam::delegate(req, Command::Check)?;
+    }
+    Ok(())
 }
 
 /// The gratuitous ARP / unsolicited neighbour advertisement switches [`finish_single`] sets.

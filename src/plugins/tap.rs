@@ -20,9 +20,8 @@ use std::os::unix::process::CommandExt;
 use serde::Deserialize;
 
 use super::shared::{self, IpSource, Notify, null_default};
-use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::iface;
-use crate::ipam;
 use crate::netlink::Netlink;
 use crate::netlink::tun::{self, TapSpec};
 use crate::netns::NetNs;
@@ -56,16 +55,7 @@ struct TapConf {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    shared::dispatch(
-        req,
-        &shared::Verbs {
-            add,
-            del,
-            check,
-            status: shared::status,
-            gc: shared::gc_ipam,
-        },
-    )
+    shared::dispatch_single(req, add, del, check, shared::status)
 }
 
 /// The device the reference would make for this config (see the module comment).
@@ -88,11 +78,7 @@ fn add(req: &Request) -> CniResult<CniOutput> {
     let netns = shared::open_netns(&req.env.netns)?;
     let ifname = req.env.ifname.as_str();
     let intf = create_tap(&conf, mac, &netns, ifname, &req.env.netns)?;
-    let source = if req.config.ipam_type().is_some() {
-        IpSource::Ipam
-    } else {
-        IpSource::L2
-    };
+    let source = IpSource::from_config(req);
     let notify = Notify {
         arp: true,
         ndisc: false,
@@ -238,14 +224,11 @@ fn check(req: &Request) -> CniResult<()> {
     let _conf: TapConf = req.decode()?;
     let _ = shared::configured_mac(req, "")?;
     let netns = shared::open_netns(&req.env.netns)?;
-    if req.config.ipam_type().is_some() {
-        ipam::delegate(req, Command::Check)?;
-    }
+    shared::ipam_check(req)?;
     let (prev, _intf) = shared::prev_container_interface(req, "Required prevResult missing")?;
     let ifname = req.env.ifname.as_str();
     iface::in_netns(&netns, |nl: &Netlink| {
-        iface::validate_interface_ips(nl, ifname, &prev.ips)?;
-        iface::validate_routes(nl, &prev.routes)
+        iface::validate_result(nl, ifname, &prev)
     })
 }
 

@@ -8,10 +8,9 @@
 use serde::Deserialize;
 
 use super::shared::{self, IpSource, Notify, null_default};
-use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::iface;
-use crate::ipam;
-use crate::netlink::{LinkKind, LinkSpec, Netlink, Vlan};
+use crate::netlink::{LinkKind, Netlink, Vlan};
 
 pub const APPLET: Applet = Applet {
     name: "vlan",
@@ -36,16 +35,7 @@ struct VlanConf {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    shared::dispatch(
-        req,
-        &shared::Verbs {
-            add,
-            del,
-            check,
-            status,
-            gc: shared::gc_ipam,
-        },
-    )
+    shared::dispatch_single(req, add, del, check, status)
 }
 
 /// The checks that need no kernel: master given, id in range, IPAM configured.
@@ -74,35 +64,25 @@ fn add(req: &Request) -> CniResult<CniOutput> {
     let id = validate(&conf, req)?;
     let netns = shared::open_netns(&req.env.netns)?;
     let host_nl = Netlink::open().map_err(CniError::internal)?;
-    let master = iface::lookup_link(&host_nl, &netns, conf.link_in_container, &conf.master)?
-        .ok_or_else(|| {
-            CniError::internal(format!(
-                "failed to lookup master {:?}: Link not found",
-                conf.master
-            ))
-        })?;
+    let master = iface::lookup_master(&host_nl, &netns, conf.link_in_container, &conf.master)?;
     if conf.mtu < 0 || conf.mtu > i64::from(master.mtu) {
         return Err(CniError::internal(format!(
             "invalid MTU {}, must be [0, master MTU({})]",
             conf.mtu, master.mtu
         )));
     }
-    let mut spec = LinkSpec::new(
-        "",
-        LinkKind::Vlan(Vlan {
-            parent: master.index,
-            id,
-        }),
-    );
-    spec.mtu = shared::mtu(conf.mtu);
-    let ifname = req.env.ifname.as_str();
-    let intf = iface::create_for_container(
+    let kind = LinkKind::Vlan(Vlan {
+        parent: master.index,
+        id,
+    });
+    let intf = shared::create_on_master(
+        req,
         &host_nl,
         &netns,
         conf.link_in_container,
-        spec,
-        ifname,
-        &req.env.netns,
+        kind,
+        conf.mtu,
+        None,
     )?;
     // The reference sets no notify sysctls for vlan.
     shared::finish_created(req, &netns, intf, IpSource::Ipam, Notify::default())
@@ -116,15 +96,10 @@ fn del(req: &Request) -> CniResult<()> {
 fn check(req: &Request) -> CniResult<()> {
     let conf: VlanConf = req.decode()?;
     let netns = shared::open_netns(&req.env.netns)?;
-    ipam::delegate(req, Command::Check)?;
+    shared::ipam_check(req)?;
     let (prev, intf) = shared::prev_container_interface(req, "vlan: Required prevResult missing")?;
     let host_nl = Netlink::open().map_err(CniError::internal)?;
-    if iface::lookup_link(&host_nl, &netns, conf.link_in_container, &conf.master)?.is_none() {
-        return Err(CniError::internal(format!(
-            "failed to lookup master {:?}: Link not found",
-            conf.master
-        )));
-    }
+    iface::lookup_master(&host_nl, &netns, conf.link_in_container, &conf.master)?;
     let ifname = req.env.ifname.as_str();
     iface::in_netns(&netns, |nl| {
         let details = iface::validate_container_link(nl, &intf)?;
@@ -142,8 +117,7 @@ fn check(req: &Request) -> CniResult<()> {
                 intf.name, conf.mtu, details.link.mtu
             )));
         }
-        iface::validate_interface_ips(nl, ifname, &prev.ips)?;
-        iface::validate_routes(nl, &prev.routes)
+        iface::validate_result(nl, ifname, &prev)
     })
 }
 

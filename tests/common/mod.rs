@@ -595,8 +595,10 @@ pub fn go_plugin(name: &str) -> Option<PathBuf> {
 // ------------------------------------------------------------------ kernel features
 
 /// Whether env `CNIBOX_VM=1` is set: the tests run inside the full-kernel VM
-/// lane (tests/vm), where every kernel feature must be there.
-fn in_vm_lane() -> bool {
+/// lane (tests/vm), where every kernel feature must be there. Everything runs
+/// 10-20x slower there (software emulation: a process start costs ~50 ms, an
+/// `ip` call ~100 ms), so stress tests can scale their loops down with it.
+pub fn in_vm_lane() -> bool {
     std::env::var("CNIBOX_VM").is_ok_and(|v| v == "1")
 }
 

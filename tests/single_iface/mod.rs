@@ -230,3 +230,23 @@ pub fn every_spec_version(case: &VersionCase) {
             .assert_success();
     }
 }
+
+/// CHECK of attachment `cid` (ADD result `result`, made with `conf`) passes, and fails with
+/// `msg` once the config's `key` says `value`.
+pub fn check_then_fail_on(
+    plugin: &Plugin,
+    ctr: &Netns,
+    cid: &str,
+    conf: &Value,
+    result: &Value,
+    (key, value, msg): (&str, Value, &str),
+) {
+    let prev = with_prev(conf, result);
+    plugin
+        .run("CHECK", cid, ctr.path_str(), "eth0", &prev)
+        .assert_success();
+    let mut wrong = prev;
+    wrong[key] = value;
+    let out = plugin.run("CHECK", cid, ctr.path_str(), "eth0", &wrong);
+    assert_eq!(out.json()["msg"], msg, "{key}: {out}");
+}

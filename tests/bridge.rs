@@ -91,14 +91,6 @@ fn ping_once(ns: &str, target: &str) -> bool {
         .success()
 }
 
-/// Whether masquerade state for `network`/`cid` exists in `host`, per backend.
-fn masq_present(host: &Host, network: &str, cid: &str) -> (bool, bool) {
-    let needle = format!(r#"name: \"{network}\" id: \"{cid}\""#);
-    let ipt = host.nat_rules().lines().any(|l| l.contains(&needle));
-    let nft = !host.nft_masq_rules(&format!("id: {cid}")).is_empty();
-    (ipt, nft)
-}
-
 /// The spoof-check chains and the rules in `PREROUTING` of table `bridge nat`.
 fn spoof_state(host: &Host) -> (Vec<String>, usize) {
     let Some(items) = host.nft_ruleset().as_array().cloned() else {
@@ -128,23 +120,6 @@ fn spoof_state(host: &Host) -> (Vec<String>, usize) {
 
 fn msg(out: &Output) -> String {
     out.json()["msg"].as_str().unwrap_or("").to_string()
-}
-
-fn addrs_of(result: &Value) -> Vec<String> {
-    result["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            i["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
 }
 
 #[test]
@@ -238,68 +213,37 @@ fn dual_stack_containers_reach_each_other_and_the_gateway() {
     let dir = AppletDir::new();
     let host = Host::new("br-ds");
     let bridge = Plugin::ours(&dir, &host, "bridge");
-    let a = Netns::new("br-a");
-    let b = Netns::new("br-b");
     let conf = dual_config(&host, "1.0.0", "brds");
-    let ra = bridge.run("ADD", "ctr-a", a.path_str(), "eth0", &conf);
-    ra.assert_success();
-    let rb = bridge.run("ADD", "ctr-b", b.path_str(), "net1", &conf);
-    rb.assert_success();
-    let (ia, ib) = (addrs_of(&ra.json()), addrs_of(&rb.json()));
-    assert_eq!(ia, ["10.71.0.2", "fd71::2"]);
-    assert_eq!(ib, ["10.71.0.3", "fd71::3"]);
-    // isDefaultGateway: a default route per family via the gateway, in result and kernel.
-    assert_eq!(
-        ra.json()["routes"],
-        json!([{"dst": "0.0.0.0/0", "gw": "10.71.0.1"}, {"dst": "::/0", "gw": "fd71::1"}])
-    );
-    let r = routes(&a.name);
-    assert!(
-        r.contains(&"default dev eth0 via 10.71.0.1".to_string()),
-        "{r:?}"
-    );
-    assert!(
-        r.iter()
-            .any(|l| l.starts_with("default dev eth0 via fd71::1")),
-        "{r:?}"
-    );
-    assert_eq!(
-        addresses(&host.ns.name, "cni0"),
-        ["10.71.0.1/24", "fd71::1/64"]
-    );
-    assert_eq!(host.sysctl("net/ipv6/conf/all/forwarding"), "1");
-    assert_eq!(host.sysctl("net/ipv4/ip_forward"), "1");
-    assert_eq!(
-        sysctl_in(&a.name, "net/ipv6/conf/eth0/keep_addr_on_down"),
-        "1"
-    );
-    assert_eq!(sysctl_in(&a.name, "net/ipv6/conf/eth0/disable_ipv6"), "0");
-    for (from, to) in [(&a, &ib), (&b, &ia)] {
-        for target in to.iter() {
-            assert!(
-                ping(&from.name, target),
-                "{} cannot reach {target}",
-                from.name
+    let addrs = [["10.71.0.2", "fd71::2"], ["10.71.0.3", "fd71::3"]];
+    dual_stack_pair(
+        &bridge,
+        &host,
+        &conf,
+        addrs,
+        &["10.71.0.1", "fd71::1"],
+        |ra, a| {
+            // isDefaultGateway: a default route per family via the gateway, in result and kernel.
+            assert_eq!(
+                ra["routes"],
+                json!([{"dst": "0.0.0.0/0", "gw": "10.71.0.1"}, {"dst": "::/0", "gw": "fd71::1"}])
             );
-        }
-        assert!(ping(&from.name, "10.71.0.1"));
-        assert!(ping(&from.name, "fd71::1"));
-    }
-    for (ns, cid, ifname, res) in [(&a, "ctr-a", "eth0", &ra), (&b, "ctr-b", "net1", &rb)] {
-        bridge
-            .run(
-                "CHECK",
-                cid,
-                ns.path_str(),
-                ifname,
-                &with_prev(&conf, &res.json()),
-            )
-            .assert_success();
-        bridge
-            .run("DEL", cid, ns.path_str(), ifname, &conf)
-            .assert_success();
-    }
-    assert!(host.links_named("veth").is_empty());
+            let r = routes(&a.name);
+            assert!(
+                r.contains(&"default dev eth0 via 10.71.0.1".to_string()),
+                "{r:?}"
+            );
+            assert!(
+                r.iter()
+                    .any(|l| l.starts_with("default dev eth0 via fd71::1")),
+                "{r:?}"
+            );
+            assert_eq!(
+                addresses(&host.ns.name, "cni0"),
+                ["10.71.0.1/24", "fd71::1/64"]
+            );
+            assert_eq!(host.sysctl("net/ipv4/ip_forward"), "1");
+        },
+    );
     assert_eq!(host.reservations("brds"), Vec::<String>::new());
 }
 
@@ -547,12 +491,7 @@ fn l2_only_and_disable_container_interface() {
         .assert_success();
     let mut status_conf = conf.clone();
     status_conf["cniVersion"] = json!("1.1.0");
-    Invocation::new(&bridge.wrapper)
-        .command("STATUS")
-        .cni_path(&bridge.cni_path)
-        .config(&status_conf)
-        .run()
-        .assert_success();
+    bridge.run_verb("STATUS", &status_conf).assert_success();
     bridge
         .run("DEL", "ctr-l2", ctr.path_str(), "eth0", &conf)
         .assert_success();
@@ -696,7 +635,7 @@ fn vlan_access_trunk_and_default_vlan() {
         (json!({"vlan": 100}), vec!["100PU"]),
         (
             json!({"vlan": 100, "preserveDefaultVlan": true}),
-            vec!["1PU", "100PU"],
+            vec!["1U", "100PU"],
         ),
         (
             json!({"vlanTrunk": [{"id": 10}, {"minID": 20, "maxID": 22}]}),
@@ -737,15 +676,9 @@ fn vlan_access_trunk_and_default_vlan() {
     );
     let ra = bridge.run("ADD", "ctr-a", a.path_str(), "eth0", &conf);
     ra.assert_success();
-    bridge
-        .run("ADD", "ctr-b", b.path_str(), "eth0", &conf)
-        .assert_success();
     let result = ra.json();
-    assert_eq!(result["interfaces"][3]["name"], "cni0.7", "{result}");
-    assert_eq!(addresses(&host.ns.name, "cni0.7"), ["10.78.0.1/24"]);
-    assert_eq!(addresses(&host.ns.name, "cni0"), Vec::<String>::new());
-    assert!(ping(&a.name, "10.78.0.1"));
-    assert!(ping(&a.name, "10.78.0.3"));
+    // Checked before the next port arrives: the MAC pinned is the helper's, so the bridge's
+    // own still follows its ports, as in the reference.
     bridge
         .run(
             "CHECK",
@@ -755,6 +688,26 @@ fn vlan_access_trunk_and_default_vlan() {
             &with_prev(&conf, &result),
         )
         .assert_success();
+    bridge
+        .run("ADD", "ctr-b", b.path_str(), "eth0", &conf)
+        .assert_success();
+    assert_eq!(result["interfaces"][3]["name"], "cni0.7", "{result}");
+    assert_eq!(addresses(&host.ns.name, "cni0.7"), ["10.78.0.1/24"]);
+    assert_eq!(addresses(&host.ns.name, "cni0"), Vec::<String>::new());
+    let helper_peer = host
+        .links_named("veth")
+        .into_iter()
+        .find(|v| port_flags(&host, v).3 == "cni0" && vlans(&host, v) == ["7PU"]);
+    assert!(helper_peer.is_some(), "no port in VLAN 7 for the helper");
+    assert!(ping(&a.name, "10.78.0.1"));
+    assert!(ping(&a.name, "10.78.0.3"));
+    for (ns, cid) in [(&a, "ctr-a"), (&b, "ctr-b")] {
+        bridge
+            .run("DEL", cid, ns.path_str(), "eth0", &conf)
+            .assert_success();
+    }
+    // The helper stays, as in the reference.
+    assert_eq!(host.links_named("cni0.7").len(), 1);
 }
 
 fn masq_config(host: &Host, name: &str, backend: &str) -> Value {
@@ -851,20 +804,11 @@ fn mac_spoof_check_drops_other_source_macs() {
     assert_eq!(spoof_state(&host).0.len(), 2);
 }
 
-/// How a DEL finds the attachment: the teardown matrix of the issue.
-#[derive(Debug, Clone, Copy)]
-enum Gone {
-    Nothing,
-    Netns,
-    EmptyNetnsVar,
-    Link,
-}
-
 #[test]
 fn del_leaves_nothing_behind_whatever_is_already_gone() {
     let dir = AppletDir::new();
     for backend in ["iptables", "nftables"] {
-        for gone in [Gone::Nothing, Gone::Netns, Gone::EmptyNetnsVar, Gone::Link] {
+        for gone in Gone::ALL {
             let what = format!("{backend}/{gone:?}");
             let host = Host::new("br-td");
             let bridge = Plugin::ours(&dir, &host, "bridge");
@@ -876,23 +820,7 @@ fn del_leaves_nothing_behind_whatever_is_already_gone() {
             let add = bridge.run("ADD", "ctr-td", ctr.path_str(), "eth0", &conf);
             add.assert_success();
             assert_ne!(spoof_state(&host), (Vec::new(), 0));
-            let del_conf = with_prev(&conf, &add.json());
-            let path = ctr.path_str().to_string();
-            let netns_arg = match gone {
-                Gone::Nothing | Gone::Link | Gone::Netns => path.clone(),
-                Gone::EmptyNetnsVar => String::new(),
-            };
-            match gone {
-                Gone::Link => {
-                    ctr.ip(&["link", "del", "eth0"]);
-                }
-                Gone::Netns => drop(ctr),
-                _ => {}
-            }
-            for attempt in 0..2 {
-                let del = bridge.run("DEL", "ctr-td", &netns_arg, "eth0", &del_conf);
-                assert!(del.success(), "{what} DEL #{attempt}: {del}");
-            }
+            del_when_gone(&bridge, &conf, "ctr-td", ctr, &add.json(), gone, 2);
             assert_eq!(
                 masq_present(&host, "brtd", "ctr-td"),
                 (false, false),
@@ -928,11 +856,7 @@ fn gc_removes_masquerade_of_attachments_not_listed() {
             .assert_success();
         let mut gc = conf.clone();
         gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-keep", "ifname": "eth0"}]);
-        let out = Invocation::new(&bridge.wrapper)
-            .command("GC")
-            .cni_path(&bridge.cni_path)
-            .config(&gc)
-            .run();
+        let out = bridge.run_verb("GC", &gc);
         out.assert_success();
         let on = (backend == "iptables", backend == "nftables");
         assert_eq!(masq_present(&host, "brgc", "ctr-keep"), on, "{backend}");
@@ -946,12 +870,7 @@ fn gc_removes_masquerade_of_attachments_not_listed() {
             ["10.71.0.2", "fd71::2"],
             "{backend}"
         );
-        Invocation::new(&bridge.wrapper)
-            .command("STATUS")
-            .cni_path(&bridge.cni_path)
-            .config(&conf)
-            .run()
-            .assert_success();
+        bridge.run_verb("STATUS", &conf).assert_success();
     }
 }
 
@@ -1055,11 +974,7 @@ fn differential_against_go_bridge() {
         let mut seen = Vec::new();
         for go in [false, true] {
             let host = Host::new(if go { "br-go" } else { "br-rs" });
-            let plugin = if go {
-                Plugin::go(&host, "bridge").unwrap()
-            } else {
-                Plugin::ours(&dir, &host, "bridge")
-            };
+            let plugin = Plugin::pick(go, &dir, &host, "bridge").unwrap();
             let ctr = Netns::new("br-dc");
             let conf = make(&host);
             let br = conf["bridge"].as_str().unwrap_or("cni0").to_string();
@@ -1161,13 +1076,10 @@ fn go_leaks_firewall_state_where_we_do_not() {
     let Some(_) = go_plugin("bridge") else { return };
     let dir = AppletDir::new();
     for go in [true, false] {
-        for link_only in [true, false] {
+        for gone in [Gone::Link, Gone::Netns] {
+            let link_only = gone == Gone::Link;
             let host = Host::new("br-lk");
-            let plugin = if go {
-                Plugin::go(&host, "bridge").unwrap()
-            } else {
-                Plugin::ours(&dir, &host, "bridge")
-            };
+            let plugin = Plugin::pick(go, &dir, &host, "bridge").unwrap();
             let ctr = Netns::new("br-lkc");
             let conf = with(
                 &config(&host, "1.0.0", "brleak", "10.71.0.0/24"),
@@ -1175,24 +1087,10 @@ fn go_leaks_firewall_state_where_we_do_not() {
             );
             let add = plugin.run("ADD", "ctr-lk", ctr.path_str(), "eth0", &conf);
             add.assert_success();
-            let path = ctr.path_str().to_string();
-            if link_only {
-                ctr.ip(&["link", "del", "eth0"]);
-            } else {
-                drop(ctr);
-            }
-            plugin
-                .run(
-                    "DEL",
-                    "ctr-lk",
-                    &path,
-                    "eth0",
-                    &with_prev(&conf, &add.json()),
-                )
-                .assert_success();
+            del_when_gone(&plugin, &conf, "ctr-lk", ctr, &add.json(), gone, 1);
             let masq_left = !host.cni_nat_lines().is_empty();
             let spoof_left = spoof_state(&host) != (Vec::new(), 0);
-            let case = if link_only { "link gone" } else { "netns gone" };
+            let case = format!("{gone:?} gone");
             if go {
                 assert!(
                     masq_left,

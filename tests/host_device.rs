@@ -317,11 +317,7 @@ fn del_without_a_namespace_releases_ipam() {
             continue;
         }
         let host = host_with_device("hd-nn");
-        let hd = if go {
-            Plugin::go(&host, "host-device").unwrap()
-        } else {
-            Plugin::ours(&dir, &host, "host-device")
-        };
+        let hd = ours_or_go(&dir, &host, "host-device", go);
         let ctr = Netns::new("hd-nnc");
         let conf = config(&host, "1.0.0", "hdnn");
         hd.run("ADD", "ctr-n", ctr.path_str(), "eth0", &conf)
@@ -395,11 +391,7 @@ fn differential_against_go_host_device() {
         let mut seen = Vec::new();
         for go in [false, true] {
             let host = host_with_device(if go { "hd-go" } else { "hd-rs" });
-            let plugin = if go {
-                Plugin::go(&host, "host-device").unwrap()
-            } else {
-                Plugin::ours(&dir, &host, "host-device")
-            };
+            let plugin = ours_or_go(&dir, &host, "host-device", go);
             let ctr = Netns::new("hd-dc");
             let mut conf = json!({
                 "cniVersion": "1.0.0", "name": "hddiff", "type": "host-device",

@@ -403,11 +403,7 @@ fn differential_against_go_macvlan() {
         let mut seen = Vec::new();
         for go in [false, true] {
             let host = host_with_parent(if go { "mv-go" } else { "mv-rs" });
-            let plugin = if go {
-                Plugin::go(&host, "macvlan").unwrap()
-            } else {
-                Plugin::ours(&dir, &host, "macvlan")
-            };
+            let plugin = ours_or_go(&dir, &host, "macvlan", go);
             let ctr = Netns::new("mv-dc");
             let mut conf = json!({
                 "cniVersion": "1.0.0", "name": "mvdiff", "type": "macvlan",
@@ -474,11 +470,7 @@ fn go_check_fails_on_a_route_without_gateway() {
     let dir = AppletDir::new();
     for go in [true, false] {
         let host = host_with_parent("mv-rt");
-        let plugin = if go {
-            Plugin::go(&host, "macvlan").unwrap()
-        } else {
-            Plugin::ours(&dir, &host, "macvlan")
-        };
+        let plugin = ours_or_go(&dir, &host, "macvlan", go);
         let ctr = Netns::new("mv-rtc");
         let mut conf = config(&host, "1.0.0", "mvrt");
         conf["ipam"]["routes"] = json!([{"dst": "10.80.0.0/16"}]);

@@ -142,54 +142,16 @@ fn dual_stack_containers_reach_each_other_and_the_gateway() {
     let dir = AppletDir::new();
     let host = Host::new("ptp-ds");
     let ptp = Plugin::ours(&dir, &host, "ptp");
-    let a = Netns::new("ptp-a");
-    let b = Netns::new("ptp-b");
     let conf = dual_config(&host, "1.0.0", "ptpds");
-    let ra = ptp.run("ADD", "ctr-a", a.path_str(), "eth0", &conf);
-    ra.assert_success();
-    let rb = ptp.run("ADD", "ctr-b", b.path_str(), "net1", &conf);
-    rb.assert_success();
-    let ips = |r: &Value| -> Vec<String> {
-        r["ips"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                i["address"]
-                    .as_str()
-                    .unwrap()
-                    .split('/')
-                    .next()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
-    let (ia, ib) = (ips(&ra.json()), ips(&rb.json()));
-    assert_eq!(ia, ["10.61.0.2", "fd61::2"]);
-    assert_eq!(ib, ["10.61.0.3", "fd61::3"]);
-    assert_eq!(host.sysctl("net/ipv6/conf/all/forwarding"), "1");
-    assert_eq!(
-        sysctl_in(&a.name, "net/ipv6/conf/eth0/keep_addr_on_down"),
-        "1"
+    let addrs = [["10.61.0.2", "fd61::2"], ["10.61.0.3", "fd61::3"]];
+    dual_stack_pair(
+        &ptp,
+        &host,
+        &conf,
+        addrs,
+        &["10.61.0.1", "fd61::1"],
+        |_, _| {},
     );
-    assert_eq!(sysctl_in(&a.name, "net/ipv6/conf/eth0/disable_ipv6"), "0");
-    for (from, to) in [(&a, &ib), (&b, &ia)] {
-        for target in to.iter() {
-            assert!(
-                ping(&from.name, target),
-                "{} cannot reach {target}",
-                from.name
-            );
-        }
-        assert!(ping(&from.name, "10.61.0.1"));
-        assert!(ping(&from.name, "fd61::1"));
-    }
-    for (ns, cid, ifname) in [(&a, "ctr-a", "eth0"), (&b, "ctr-b", "net1")] {
-        ptp.run("DEL", cid, ns.path_str(), ifname, &conf)
-            .assert_success();
-    }
-    assert!(host.links_named("veth").is_empty());
 }
 
 fn masq_config(host: &Host, name: &str, backend: &str) -> Value {
@@ -197,15 +159,6 @@ fn masq_config(host: &Host, name: &str, backend: &str) -> Value {
     c["ipMasq"] = json!(true);
     c["ipMasqBackend"] = json!(backend);
     c
-}
-
-/// Whether masquerade state for `network`/`cid` exists in `host`, per backend.
-fn masq_present(host: &Host, network: &str, cid: &str) -> (bool, bool) {
-    // iptables-save escapes the quotes inside the comment.
-    let needle = format!(r#"name: \"{network}\" id: \"{cid}\""#);
-    let ipt = host.nat_rules().lines().any(|l| l.contains(&needle));
-    let nft = !host.nft_masq_rules(&format!("id: {cid}")).is_empty();
-    (ipt, nft)
 }
 
 #[test]
@@ -240,20 +193,11 @@ fn ip_masq_rules_follow_add_and_del_on_both_backends() {
     }
 }
 
-/// How a DEL finds the attachment: the teardown matrix of the issue.
-#[derive(Debug, Clone, Copy)]
-enum Gone {
-    Nothing,
-    Netns,
-    EmptyNetnsVar,
-    Link,
-}
-
 #[test]
 fn del_leaves_nothing_behind_whatever_is_already_gone() {
     let dir = AppletDir::new();
     for backend in ["iptables", "nftables"] {
-        for gone in [Gone::Nothing, Gone::Netns, Gone::EmptyNetnsVar, Gone::Link] {
+        for gone in Gone::ALL {
             let what = format!("{backend}/{gone:?}");
             let host = Host::new("ptp-td");
             let ptp = Plugin::ours(&dir, &host, "ptp");
@@ -261,28 +205,7 @@ fn del_leaves_nothing_behind_whatever_is_already_gone() {
             let conf = masq_config(&host, "ptptd", backend);
             let add = ptp.run("ADD", "ctr-td", ctr.path_str(), "eth0", &conf);
             add.assert_success();
-            let del_conf = with_prev(&conf, &add.json());
-            let netns_var = match gone {
-                Gone::Nothing | Gone::Link => ctr.path_str().to_string(),
-                Gone::Netns | Gone::EmptyNetnsVar => String::new(),
-            };
-            let path = ctr.path_str().to_string();
-            match gone {
-                Gone::Link => {
-                    ctr.ip(&["link", "del", "eth0"]);
-                }
-                Gone::Netns => drop(ctr),
-                _ => {}
-            }
-            let netns_arg = if matches!(gone, Gone::Netns) {
-                path.as_str()
-            } else {
-                netns_var.as_str()
-            };
-            for attempt in 0..2 {
-                let del = ptp.run("DEL", "ctr-td", netns_arg, "eth0", &del_conf);
-                assert!(del.success(), "{what} DEL #{attempt}: {del}");
-            }
+            del_when_gone(&ptp, &conf, "ctr-td", ctr, &add.json(), gone, 2);
             assert_eq!(
                 masq_present(&host, "ptptd", "ctr-td"),
                 (false, false),
@@ -399,11 +322,7 @@ fn gc_removes_masquerade_of_attachments_not_listed() {
             .assert_success();
         let mut gc = conf.clone();
         gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-keep", "ifname": "eth0"}]);
-        let out = Invocation::new(&ptp.wrapper)
-            .command("GC")
-            .cni_path(&ptp.cni_path)
-            .config(&gc)
-            .run();
+        let out = ptp.run_verb("GC", &gc);
         out.assert_success();
         let on = (backend == "iptables", backend == "nftables");
         assert_eq!(masq_present(&host, "ptpgc", "ctr-keep"), on, "{backend}");
@@ -417,11 +336,7 @@ fn gc_removes_masquerade_of_attachments_not_listed() {
             ["10.61.0.2", "fd61::2"],
             "{backend}"
         );
-        let status = Invocation::new(&ptp.wrapper)
-            .command("STATUS")
-            .cni_path(&ptp.cni_path)
-            .config(&conf)
-            .run();
+        let status = ptp.run_verb("STATUS", &conf);
         status.assert_success();
     }
 }
@@ -458,11 +373,7 @@ fn differential_against_go_ptp() {
         let mut seen = Vec::new();
         for go in [false, true] {
             let host = Host::new(if go { "ptp-go" } else { "ptp-rs" });
-            let plugin = if go {
-                Plugin::go(&host, "ptp").unwrap()
-            } else {
-                Plugin::ours(&dir, &host, "ptp")
-            };
+            let plugin = Plugin::pick(go, &dir, &host, "ptp").unwrap();
             let ctr = Netns::new("ptp-dc");
             let mut conf = masq_config(&host, "ptpdiff", backend);
             conf["mtu"] = json!(1400);
@@ -561,34 +472,16 @@ fn go_leaks_masquerade_rules_where_we_do_not() {
     let Some(_) = go_plugin("ptp") else { return };
     let dir = AppletDir::new();
     for go in [true, false] {
-        for link_only in [true, false] {
+        for gone in [Gone::Link, Gone::Netns] {
             let host = Host::new("ptp-lk");
-            let plugin = if go {
-                Plugin::go(&host, "ptp").unwrap()
-            } else {
-                Plugin::ours(&dir, &host, "ptp")
-            };
+            let plugin = Plugin::pick(go, &dir, &host, "ptp").unwrap();
             let ctr = Netns::new("ptp-lkc");
             let conf = masq_config(&host, "ptpleak", "iptables");
             let add = plugin.run("ADD", "ctr-lk", ctr.path_str(), "eth0", &conf);
             add.assert_success();
-            let path = ctr.path_str().to_string();
-            if link_only {
-                ctr.ip(&["link", "del", "eth0"]);
-            } else {
-                drop(ctr);
-            }
-            plugin
-                .run(
-                    "DEL",
-                    "ctr-lk",
-                    &path,
-                    "eth0",
-                    &with_prev(&conf, &add.json()),
-                )
-                .assert_success();
+            del_when_gone(&plugin, &conf, "ctr-lk", ctr, &add.json(), gone, 1);
             let left = host.cni_nat_lines();
-            let case = if link_only { "link gone" } else { "netns gone" };
+            let case = format!("{gone:?} gone");
             if go {
                 assert!(
                     !left.is_empty(),

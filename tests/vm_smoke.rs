@@ -94,8 +94,8 @@ fn bridge_vlan_filtering() {
 /// into the initramfs) and the Go plugins are there.
 #[test]
 fn vm_lane_tools() {
-    if std::env::var("CNIBOX_VM").as_deref() != Ok("1") {
-        return; // only meaningful inside the VM
+    if !common::require_vm_lane() {
+        return;
     }
     for (tool, args) in [
         ("ip", &["-V"][..]),

@@ -28,7 +28,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{Tools, missing_binary, run};
+use super::{Tools, missing_binary, nft_objects, run};
 use crate::cni::{CniError, CniResult};
 
 const FAMILY: &str = "bridge";
@@ -112,14 +112,8 @@ fn find(nft: &Path, names: &Names) -> CniResult<Found> {
 }
 
 fn parse_found(json: &str, names: &Names) -> CniResult<Found> {
-    let value: Value = serde_json::from_str(json)
-        .map_err(|e| CniError::internal(format!("could not parse nft output: {e}")))?;
-    let items = value
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or_else(|| CniError::internal("could not find result in nft output"))?;
     let mut found = Found::default();
-    for item in items {
+    for item in nft_objects(json)? {
         if let Some(chain) = item.get("chain") {
             let name = chain.get("name").and_then(Value::as_str);
             found.iface_chain |= name == Some(names.iface_chain.as_str());

@@ -314,6 +314,17 @@ impl Errors {
     }
 }
 
+/// The objects (`{"table": ...}`, `{"chain": ...}`, `{"rule": ...}`) that `nft -j list ...`
+/// printed.
+fn nft_objects(json: &str) -> CniResult<Vec<serde_json::Value>> {
+    let mut value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| CniError::internal(format!("could not parse nft output: {e}")))?;
+    match value.get_mut("nftables").map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(items)) => Ok(items),
+        _ => Err(CniError::internal("could not find result in nft output")),
+    }
+}
+
 /// `length` characters of the hex SHA-512 of `text` (the reference's `MustFormatHashWithPrefix`
 /// without prefix).
 fn hash_hex(text: &str, length: usize) -> String {

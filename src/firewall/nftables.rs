@@ -28,8 +28,8 @@ use std::path::Path;
 use ipnetwork::IpNetwork;
 use serde_json::Value;
 
-use super::{Errors, go_quote, hash_hex, run};
-use crate::cni::{CniError, CniResult};
+use super::{Errors, go_quote, hash_hex, nft_objects, run};
+use crate::cni::CniResult;
 
 const TABLE: &str = "cni_plugins_masquerade";
 const MASQ_CHAIN: &str = "masq_checks";
@@ -217,12 +217,7 @@ fn list_rules(nft: &Path) -> CniResult<Vec<Rule>> {
 }
 
 fn parse_rules(json: &str) -> CniResult<Vec<Rule>> {
-    let value: Value = serde_json::from_str(json)
-        .map_err(|e| CniError::internal(format!("could not parse nft output: {e}")))?;
-    let items = value
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or_else(|| CniError::internal("could not find result in nft output"))?;
+    let items = nft_objects(json)?;
     let rules = items
         .iter()
         .filter_map(|item| item.get("rule"))

@@ -658,9 +658,50 @@ fn require_feature(what: &str, result: Result<(), String>) -> bool {
                 "SKIP: {} because this kernel lacks {what} (runs in the VM lane, tests/vm)",
                 test_name()
             ));
+            record_vm_needed();
             false
         }
     }
+}
+
+/// Tell the VM lane that the current test needs it: an empty file
+/// `target/vm-needed/<test binary>/<test name>`. By default the lane runs just
+/// the recorded tests (the whole suite does not fit its time budget under
+/// software emulation); `CNIBOX_VM_SELECT=all` runs everything.
+fn record_vm_needed() {
+    let Some(exe) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+    else {
+        return;
+    };
+    // cargo names test executables <target>-<16 hex digits>
+    let bin = match exe.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            name.to_string()
+        }
+        _ => exe,
+    };
+    let dir = target_dir().join("vm-needed").join(bin);
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join(test_name()), "");
+    }
+}
+
+/// For a test that only makes sense on the VM lane's full kernel: true inside
+/// the lane (`CNIBOX_VM=1`); elsewhere it prints `SKIP: <test> because it runs
+/// only in the VM lane (tests/vm)`, records the test for the lane and returns
+/// false.
+pub fn require_vm_lane() -> bool {
+    if in_vm_lane() {
+        return true;
+    }
+    note(&format!(
+        "SKIP: {} because it runs only in the VM lane (tests/vm)",
+        test_name()
+    ));
+    record_vm_needed();
+    false
 }
 
 /// Whether the kernel can create links of `kind` (`dummy`, `vlan`, `ipvlan`,

@@ -259,6 +259,84 @@ impl Plugin {
             .config(conf)
             .run()
     }
+
+    /// Go's plugin when `go` (None if it is not installed), else ours.
+    pub fn pick(go: bool, dir: &AppletDir, host: &Host, name: &str) -> Option<Plugin> {
+        if go {
+            Plugin::go(host, name)
+        } else {
+            Some(Plugin::ours(dir, host, name))
+        }
+    }
+
+    /// A verb about no container (GC, STATUS).
+    pub fn run_verb(&self, command: &str, conf: &Value) -> Output {
+        Invocation::new(&self.wrapper)
+            .command(command)
+            .cni_path(&self.cni_path)
+            .timeout(Duration::from_secs(60))
+            .config(conf)
+            .run()
+    }
+}
+
+/// Whether masquerade state for `network`/`cid` exists in `host`: (iptables, nftables).
+pub fn masq_present(host: &Host, network: &str, cid: &str) -> (bool, bool) {
+    // iptables-save escapes the quotes inside the comment.
+    let needle = format!(r#"name: \"{network}\" id: \"{cid}\""#);
+    let ipt = host.nat_rules().lines().any(|l| l.contains(&needle));
+    let nft = !host.nft_masq_rules(&format!("id: {cid}")).is_empty();
+    (ipt, nft)
+}
+
+/// What a DEL finds already gone: the teardown matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    Nothing,
+    /// The namespace was deleted.
+    Netns,
+    /// `CNI_NETNS` is empty (containerd sends it so once the sandbox is gone).
+    EmptyNetnsVar,
+    /// The container interface was deleted.
+    Link,
+}
+
+impl Gone {
+    pub const ALL: [Gone; 4] = [Gone::Nothing, Gone::Netns, Gone::EmptyNetnsVar, Gone::Link];
+
+    /// Makes it so for container `ctr` and its interface `ifname`; returns the `CNI_NETNS` a
+    /// DEL then gets, and the namespace unless it was deleted.
+    pub fn apply(self, ctr: Netns, ifname: &str) -> (String, Option<Netns>) {
+        let path = ctr.path_str().to_string();
+        match self {
+            Gone::Nothing => (path, Some(ctr)),
+            Gone::Netns => (path, None),
+            Gone::EmptyNetnsVar => (String::new(), Some(ctr)),
+            Gone::Link => {
+                ctr.ip(&["link", "del", ifname]);
+                (path, Some(ctr))
+            }
+        }
+    }
+}
+
+/// Takes away what `gone` says from container `ctr` (interface `eth0`), then DELs attachment
+/// `cid` `times` times with the ADD's `result` as `prevResult`; every DEL must succeed.
+pub fn del_when_gone(
+    plugin: &Plugin,
+    conf: &Value,
+    cid: &str,
+    ctr: Netns,
+    result: &Value,
+    gone: Gone,
+    times: usize,
+) {
+    let (netns, _ctr) = gone.apply(ctr, "eth0");
+    let del_conf = with_prev(conf, result);
+    for attempt in 0..times {
+        let del = plugin.run("DEL", cid, &netns, "eth0", &del_conf);
+        assert!(del.success(), "{gone:?} DEL #{attempt}: {del}");
+    }
 }
 
 /// `conf` with `prevResult` set, for CHECK and DEL.
@@ -362,4 +440,76 @@ pub fn routes(ns: &str) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// The addresses of a result's `ips`, without the prefix length.
+pub fn result_addresses(result: &Value) -> Vec<String> {
+    result["ips"]
+        .as_array()
+        .map(|ips| {
+            ips.iter()
+                .filter_map(|i| i["address"].as_str())
+                .map(|a| a.split('/').next().unwrap_or(a).to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Two containers on one dual-stack network, `ctr-a` (`eth0`) and `ctr-b` (`net1`): ADDs
+/// both and expects `addrs` (a's, then b's), IPv6 enabled with `keep_addr_on_down` in the
+/// container, IPv6 forwarding on the host, each container reaching the other's addresses and
+/// every one of `gateways`. `more` checks what is particular to the plugin (it gets a's
+/// result and namespace); then CHECK and DEL both, leaving no veth in `host`.
+pub fn dual_stack_pair(
+    plugin: &Plugin,
+    host: &Host,
+    conf: &Value,
+    addrs: [[&str; 2]; 2],
+    gateways: &[&str],
+    more: impl FnOnce(&Value, &Netns),
+) {
+    let a = Netns::new("pair-a");
+    let b = Netns::new("pair-b");
+    let attachments = [(&a, "ctr-a", "eth0"), (&b, "ctr-b", "net1")];
+    let results: Vec<Value> = attachments
+        .iter()
+        .map(|(ns, cid, ifname)| {
+            let add = plugin.run("ADD", cid, ns.path_str(), ifname, conf);
+            add.assert_success();
+            add.json()
+        })
+        .collect();
+    assert_eq!(result_addresses(&results[0]), addrs[0]);
+    assert_eq!(result_addresses(&results[1]), addrs[1]);
+    assert_eq!(host.sysctl("net/ipv6/conf/all/forwarding"), "1");
+    assert_eq!(
+        sysctl_in(&a.name, "net/ipv6/conf/eth0/keep_addr_on_down"),
+        "1"
+    );
+    assert_eq!(sysctl_in(&a.name, "net/ipv6/conf/eth0/disable_ipv6"), "0");
+    for (from, to) in [(&a, addrs[1]), (&b, addrs[0])] {
+        for target in to.iter().chain(gateways) {
+            assert!(
+                ping(&from.name, target),
+                "{} cannot reach {target}",
+                from.name
+            );
+        }
+    }
+    more(&results[0], &a);
+    for ((ns, cid, ifname), result) in attachments.iter().zip(&results) {
+        plugin
+            .run(
+                "CHECK",
+                cid,
+                ns.path_str(),
+                ifname,
+                &with_prev(conf, result),
+            )
+            .assert_success();
+        plugin
+            .run("DEL", cid, ns.path_str(), ifname, conf)
+            .assert_success();
+    }
+    assert!(host.links_named("veth").is_empty());
 }

@@ -78,15 +78,7 @@ pub fn ping_once(ns: &str, target: &str) -> bool {
         .success()
 }
 
-/// How much of the attachment a DEL finds already gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gone {
-    Nothing,
-    Link,
-    Netns,
-    EmptyNetnsVar,
-}
-
+/// How much of the attachment a DEL finds already gone ([`Gone`] is plugin_env's).
 pub const ALL_GONE: [Gone; 4] = [Gone::Nothing, Gone::Link, Gone::Netns, Gone::EmptyNetnsVar];
 
 /// ADD, take away what `gone` says, then DEL twice: both succeed, the container link and the
@@ -249,4 +241,13 @@ pub fn check_then_fail_on(
     wrong[key] = value;
     let out = plugin.run("CHECK", cid, ctr.path_str(), "eth0", &wrong);
     assert_eq!(out.json()["msg"], msg, "{key}: {out}");
+}
+
+/// Our applet `name`, or Debian's Go plugin of that name when `go` (which must exist).
+pub fn ours_or_go(dir: &AppletDir, host: &Host, name: &str, go: bool) -> Plugin {
+    if go {
+        Plugin::go(host, name).expect("the Go plugin")
+    } else {
+        Plugin::ours(dir, host, name)
+    }
 }

@@ -27,8 +27,12 @@
 #   CNIBOX_VM_TEST_TIMEOUT=SECS  one test binary inside the VM (default 300)
 #   CNIBOX_VM_THREADS=N          libtest --test-threads (default 2)
 #   CNIBOX_VM_MEM=MB             guest memory (default 1024)
-#   CNIBOX_VM_BINARIES="a b"     run only these test binaries (names as in the
-#                                summary: the tests/*.rs names, cnibox-unit)
+#   CNIBOX_VM_SELECT=needed|all  what runs (default needed: the tests the host
+#                                run recorded in target/vm-needed/ because
+#                                its kernel lacks what they need; all: the
+#                                whole suite, ~20 min on 2 cores today)
+#   CNIBOX_VM_BINARIES="a b"     run every test of these binaries (names as in
+#                                the summary: tests/*.rs names, cnibox-unit)
 #   CNIBOX_VM_TEST_ARGS="..."    extra libtest arguments, e.g. a name filter
 #   CNIBOX_SKIP_APT=1            never run apt-get update (offline boxes)
 
@@ -214,29 +218,86 @@ VMLINUZ=$KROOT/boot/vmlinuz-$KVER
 [ -f "$VMLINUZ" ] || die "$VMLINUZ missing in the kernel package"
 log "kernel $KVER from $KROOT ($(elapsed))"
 
-log "2/5 build (musl: static cnibox, test executables)"
+log "2/5 select and build (musl: static cnibox, test executables)"
 cargo build --release --target "$TARGET"
 [ -x "$BIN" ] || die "$BIN missing after build"
+
+# Test binaries by name (tests/<name>.rs; a bin's or lib's own unit tests as
+# <name>-unit / <name>-lib), each with the cargo flag that builds it and the
+# directory name the tests record themselves under in target/vm-needed.
+declare -A CARGO_FLAG=() RECKEY=()
+while read -r kind name; do
+    case $kind in
+        test) n=$name flag="--test $name" ;;
+        bin) n=$name-unit flag="--bin $name" ;;
+        lib) n=$name-lib flag="--lib" ;;
+        *) continue ;;
+    esac
+    CARGO_FLAG[$n]=$flag
+    RECKEY[$n]=${name//-/_}
+done < <(cargo metadata --no-deps --format-version 1 |
+    jq -r '.packages[0].targets[] | select(.test != false) | (.kind[0] + " " + .name)')
+
+# What runs in the VM:
+#   CNIBOX_VM_BINARIES="a b"  those binaries, all of their tests;
+#   CNIBOX_VM_SELECT=all      every binary, every test (the whole suite);
+#   default ("needed")        the tests that recorded in target/vm-needed/
+#                             <binary>/<test> that the host kernel cannot run
+#                             them (tests/common's require_* helpers do, when
+#                             the host's cargo test skips them); the whole
+#                             suite if nothing is recorded yet.
+NEEDED=$ROOT/target/vm-needed
+SELECT=${CNIBOX_VM_SELECT:-needed}
+declare -A FILTER=()
+SELECTED=()
+if [ -n "${CNIBOX_VM_BINARIES:-}" ]; then
+    for n in $CNIBOX_VM_BINARIES; do
+        [ -n "${CARGO_FLAG[$n]:-}" ] || die "CNIBOX_VM_BINARIES: no test binary $n (have: ${!CARGO_FLAG[*]})"
+        SELECTED+=("$n")
+    done
+    WHAT="CNIBOX_VM_BINARIES: every test of $CNIBOX_VM_BINARIES"
+elif [ "$SELECT" = needed ] && compgen -G "$NEEDED/*/*" >/dev/null; then
+    for n in "${!CARGO_FLAG[@]}"; do
+        d=$NEEDED/${RECKEY[$n]}
+        compgen -G "$d/*" >/dev/null || continue
+        SELECTED+=("$n")
+        FILTER[$n]="--exact $(cd "$d" && printf '%s ' *)"
+    done
+    WHAT="the tests the host recorded in $NEEDED as needing a full kernel (CNIBOX_VM_SELECT=all runs the whole suite)"
+elif [ "$SELECT" = needed ] || [ "$SELECT" = all ]; then
+    SELECTED=("${!CARGO_FLAG[@]}")
+    WHAT="the whole suite"
+    [ "$SELECT" = needed ] && WHAT="$WHAT (nothing recorded in $NEEDED: run cargo test on the host first to select only what needs the VM)"
+else
+    die "CNIBOX_VM_SELECT=$SELECT: want needed or all"
+fi
+[ "${#SELECTED[@]}" -gt 0 ] || die "no test binary selected"
+mapfile -t SELECTED < <(printf '%s\n' "${SELECTED[@]}" | sort)
+log "running $WHAT"
+
 TESTS_JSON=$OUT/tests.jsonl
+flags=()
+for n in "${SELECTED[@]}"; do
+    read -ra f <<<"${CARGO_FLAG[$n]}"
+    flags+=("${f[@]}")
+done
 # No debug info (it is stripped anyway; linking is faster without it).
 CARGO_PROFILE_TEST_DEBUG=0 CARGO_PROFILE_DEV_DEBUG=0 \
-    cargo test --target "$TARGET" --no-run --message-format=json-render-diagnostics >"$TESTS_JSON" ||
-    die "cargo test --target $TARGET --no-run failed"
-# NAME PATH per test executable: integration tests by their file name, the
-# crate's own unit tests as <crate>-unit.
-mapfile -t TEST_EXES < <(jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable != null)
-    | (if (.target.kind | index("test")) then .target.name else .target.name + "-unit" end) + " " + .executable' \
-    "$TESTS_JSON" | sort -u)
-[ "${#TEST_EXES[@]}" -gt 0 ] || die "cargo built no test executables"
-if [ -n "${CNIBOX_VM_BINARIES:-}" ]; then
-    sel=()
-    for e in "${TEST_EXES[@]}"; do
-        case " $CNIBOX_VM_BINARIES " in *" ${e%% *} "*) sel+=("$e") ;; esac
-    done
-    [ "${#sel[@]}" -gt 0 ] || die "CNIBOX_VM_BINARIES=$CNIBOX_VM_BINARIES matches none of: ${TEST_EXES[*]%% *}"
-    TEST_EXES=("${sel[@]}")
-fi
-log "test binaries: $(printf '%s ' "${TEST_EXES[@]%% *}")($(elapsed))"
+    cargo test --target "$TARGET" --no-run --message-format=json-render-diagnostics "${flags[@]}" >"$TESTS_JSON" ||
+    die "cargo test --target $TARGET --no-run ${flags[*]} failed"
+# NAME PATH per selected test executable
+declare -A EXE=()
+while read -r n path; do
+    EXE[$n]=$path
+done < <(jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable != null)
+    | (if .target.kind[0] == "test" then .target.name elif .target.kind[0] == "lib" then .target.name + "-lib"
+       else .target.name + "-unit" end) + " " + .executable' "$TESTS_JSON")
+TEST_EXES=()
+for n in "${SELECTED[@]}"; do
+    [ -n "${EXE[$n]:-}" ] || die "cargo built no executable for $n"
+    TEST_EXES+=("$n ${EXE[$n]}")
+done
+log "test binaries: ${SELECTED[*]} ($(elapsed))"
 
 log "3/5 initramfs"
 rm -rf "$STAGE"
@@ -319,7 +380,7 @@ for e in "${TEST_EXES[@]}"; do
     else
         cp "$exe" "$STAGE/tests/$name"
     fi
-    echo "$name /tests/$name" >>"$STAGE/vm/tests"
+    echo "$name /tests/$name ${FILTER[$name]:-}" >>"$STAGE/vm/tests"
 done
 # the tests run in the repo root as under cargo; give them its tests/ dir
 mkdir -p "$STAGE$ROOT"

@@ -3,7 +3,8 @@
 # host-local (the pair most clusters run):
 #
 #   ADD, DEL   one container each, a fresh container namespace per run, RUNS runs, median;
-#              plus the kernel's own veth deletion, the floor under any DEL;
+#              plus the kernel's own share of each (the same steps by `ip -batch`), the
+#              floor under both implementations;
 #   peak RSS   of one ADD (/usr/bin/time -v; for Go it includes the host-local child);
 #   parallel   PARALLEL ADDs at once into PARALLEL namespaces on one bridge, wall time;
 #   size       the one cnibox binary against the total of the Go plugins.
@@ -16,7 +17,8 @@
 # <= 1/3, parallel >= 3x, size >= 15x); exits 1 if one does not.
 #
 # Env: CNIBOX_BIN (default target/x86_64-unknown-linux-musl/release/cnibox),
-#      GO_DIR (default /usr/lib/cni), RUNS (default 20), PARALLEL (default 50).
+#      GO_DIR (default /usr/lib/cni), RUNS (default 20), ROUNDS (blocks the sequential runs
+#      alternate in, default 4), PARALLEL (default 50).
 # Needs root, iproute2, nsenter (util-linux) and /usr/bin/time (apt-get install time).
 
 set -euo pipefail
@@ -25,6 +27,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN=${CNIBOX_BIN:-target/x86_64-unknown-linux-musl/release/cnibox}
 GO_DIR=${GO_DIR:-/usr/lib/cni}
 RUNS=${RUNS:-20}
+ROUNDS=${ROUNDS:-4}
 PARALLEL=${PARALLEL:-50}
 
 MODE=${1:-}
@@ -54,6 +57,7 @@ if [ -z "$MODE" ]; then
 
     tmp=$(mktemp -d /tmp/cnibox-compare.XXXXXX)
     PREFIX=cnbbench-$$
+    # shellcheck disable=SC2317 # run by the trap
     cleanup() {
         local ns
         for ns in $(ip netns list | awk -v p="$PREFIX" 'index($1, p) == 1 { print $1 }'); do
@@ -97,27 +101,24 @@ fail_run() {
 
 # The inner part runs inside a host namespace (see below): times RUNS ADD and DEL pairs,
 # each in a fresh container namespace, and prints "add_us del_us" medians.
+# Runs FIRST .. FIRST+COUNT-1 of one implementation (run -1 warms up: it makes the bridge),
+# appending "add_us del_us" per run to $tmp/seq-IMPL.
 if [ "${1:-}" = --inner-sequential ]; then
-    impl=$2
-    adds=() dels=()
+    impl=$2 first=$3 count=$4
+    last=$((first + count))
     # All namespaces exist before the first run and go after the last: the kernel tears a
     # deleted namespace down in the background, holding locks the next run would wait for.
-    for ((r = -1; r < RUNS; r++)); do ip netns add "$PREFIX-$impl-s$((r + 1))"; done
-    for ((r = -1; r < RUNS; r++)); do
+    for ((r = first; r < last; r++)); do ip netns add "$PREFIX-$impl-s$((r + 1))"; done
+    for ((r = first; r < last; r++)); do
         ns=$PREFIX-$impl-s$((r + 1))
         t0=${EPOCHREALTIME/[.,]/}
         plugin "$impl" ADD "seq-$r" "/run/netns/$ns" || fail_run "$impl ADD"
         t1=${EPOCHREALTIME/[.,]/}
         plugin "$impl" DEL "seq-$r" "/run/netns/$ns" || fail_run "$impl DEL"
         t2=${EPOCHREALTIME/[.,]/}
-        # Run -1 warms up: it creates the bridge.
-        [ "$r" -lt 0 ] || {
-            adds+=($((t1 - t0)))
-            dels+=($((t2 - t1)))
-        }
+        [ "$r" -lt 0 ] || echo "$((t1 - t0)) $((t2 - t1))" >>"$tmp/seq-$impl"
     done
-    for ((r = -1; r < RUNS; r++)); do ip netns delete "$PREFIX-$impl-s$((r + 1))"; done
-    echo "$(printf '%s\n' "${adds[@]}" | median) $(printf '%s\n' "${dels[@]}" | median)"
+    for ((r = first; r < last; r++)); do ip netns delete "$PREFIX-$impl-s$((r + 1))"; done
     exit 0
 fi
 
@@ -167,29 +168,39 @@ if [ "${1:-}" = --inner-rss ]; then
     exit 0
 fi
 
-# The kernel's veth deletion: a pair made as the plugins make it (container end in a fresh
-# namespace, peer in the host one, on the bridge), deleted with `ip link del`, minus the
-# cost of the same `ip` doing nothing.
+# The kernel's own work, the floor under both implementations: an ADD's essentials (a veth
+# pair from a fresh namespace into the host one, up, an address, the host end on the bridge
+# and up) by two `ip -batch` calls, and a DEL's (`ip link del` of the container end), each
+# minus what the same `ip` calls cost doing nothing. Prints "add_us del_us".
 if [ "${1:-}" = --inner-floor ]; then
-    dels=() bases=()
+    adds=() dels=() base_adds=() base_dels=()
     for ((r = 0; r < RUNS; r++)); do ip netns add "$PREFIX-floor-$r"; done
     for ((r = 0; r < RUNS; r++)); do
         ns=$PREFIX-floor-$r
-        ip link add "cnbfl$r" type veth peer name eth0 netns "$ns"
-        ip link set "cnbfl$r" master cnbench0 up
-        ip -n "$ns" link set eth0 up
         t0=${EPOCHREALTIME/[.,]/}
         nsenter --net="/run/netns/$ns" ip link show lo >/dev/null
+        ip link show lo >/dev/null
         t1=${EPOCHREALTIME/[.,]/}
-        nsenter --net="/run/netns/$ns" ip link del eth0
+        printf '%s\n' "link add eth0 type veth peer name cnbfl$r netns $PREFIX-host-rs" \
+            "link set eth0 up" "address add 10.98.$((r / 250)).$((r % 250 + 2))/16 dev eth0" |
+            nsenter --net="/run/netns/$ns" ip -batch -
+        printf '%s\n' "link set cnbfl$r master cnbench0" "link set cnbfl$r up" | ip -batch -
         t2=${EPOCHREALTIME/[.,]/}
-        bases+=($((t1 - t0)))
-        dels+=($((t2 - t1)))
+        nsenter --net="/run/netns/$ns" ip link show lo >/dev/null
+        t3=${EPOCHREALTIME/[.,]/}
+        nsenter --net="/run/netns/$ns" ip link del eth0
+        t4=${EPOCHREALTIME/[.,]/}
+        base_adds+=($((t1 - t0)))
+        adds+=($((t2 - t1)))
+        base_dels+=($((t3 - t2)))
+        dels+=($((t4 - t3)))
     done
     for ((r = 0; r < RUNS; r++)); do ip netns delete "$PREFIX-floor-$r"; done
+    a=$(printf '%s\n' "${adds[@]}" | median)
+    ba=$(printf '%s\n' "${base_adds[@]}" | median)
     d=$(printf '%s\n' "${dels[@]}" | median)
-    b=$(printf '%s\n' "${bases[@]}" | median)
-    echo $((d > b ? d - b : 0))
+    bd=$(printf '%s\n' "${base_dels[@]}" | median)
+    echo "$((a > ba ? a - ba : 0)) $((d > bd ? d - bd : 0))"
     exit 0
 fi
 
@@ -199,22 +210,37 @@ for impl in rs go; do
 done
 
 self=$(realpath "${BASH_SOURCE[0]}")
-inner() { # inner IMPL MODE
-    in_host "$1" env PREFIX="$PREFIX" tmp="$tmp" RUNS="$RUNS" PARALLEL="$PARALLEL" \
-        CNIBOX_BIN="$BIN" GO_DIR="$GO_DIR" bash "$self" "--inner-$2" "$1"
+inner() { # inner IMPL MODE [ARGS...]
+    local impl=$1 mode=$2
+    shift 2
+    in_host "$impl" env PREFIX="$PREFIX" tmp="$tmp" RUNS="$RUNS" PARALLEL="$PARALLEL" \
+        CNIBOX_BIN="$BIN" GO_DIR="$GO_DIR" bash "$self" "--inner-$mode" "$impl" "$@"
 }
 
+# The sequential runs alternate between the two in ROUNDS blocks, so that both see the same
+# background load (others' work on a shared machine moves these figures by milliseconds).
 declare -A add del rss par
+per=$(((RUNS + ROUNDS - 1) / ROUNDS))
+for ((k = 0; k * per < RUNS; k++)); do
+    first=$((k * per)) count=$((RUNS - k * per < per ? RUNS - k * per : per))
+    [ "$k" -gt 0 ] || { first=-1 count=$((count + 1)); }
+    for impl in rs go; do
+        echo "$impl: sequential ADD/DEL pairs, block $((k + 1))" >&2
+        inner "$impl" sequential "$first" "$count"
+    done
+done
 for impl in rs go; do
-    echo "$impl: $RUNS sequential ADD/DEL pairs" >&2
-    read -r add[$impl] del[$impl] < <(inner "$impl" sequential)
+    add[$impl]=$(cut -d' ' -f1 "$tmp/seq-$impl" | median)
+    del[$impl]=$(cut -d' ' -f2 "$tmp/seq-$impl" | median)
+done
+for impl in rs go; do
     echo "$impl: peak RSS of one ADD" >&2
     rss[$impl]=$(inner "$impl" rss)
     echo "$impl: $PARALLEL parallel ADDs" >&2
     par[$impl]=$(inner "$impl" parallel)
 done
 echo "kernel: veth deletion floor" >&2
-floor=$(inner rs floor)
+read -r floor_add floor < <(inner rs floor)
 size_rs=$(stat -L -c %s "$BIN")
 size_go=$(find "$GO_DIR" -maxdepth 1 -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
 count_go=$(find "$GO_DIR" -maxdepth 1 -type f | wc -l)
@@ -238,6 +264,10 @@ echo "bridge + host-local, cniVersion 1.0.0, isGateway; median of $RUNS runs, fr
 printf '%-26s %14s %14s %9s  %s\n' "" "cnibox" "Go" "Go/cnibox" "target"
 row() { printf '%-26s %14s %14s %9s  %s\n' "$1" "$2" "$3" "$4" "$5"; }
 row "ADD" "$(ms "${add[rs]}")" "$(ms "${add[go]}")" "$(ratio "${add[go]}" "${add[rs]}")" "$(verdict "$r_add" 5)"
+row "  kernel work of an ADD" "$(ms "$floor_add")" "$(ms "$floor_add")" "" "(floor under both ADDs)"
+above_rs=$((add[rs] > floor_add ? add[rs] - floor_add : 0))
+above_go=$((add[go] > floor_add ? add[go] - floor_add : 0))
+row "  ADD above the floor" "$(ms "$above_rs")" "$(ms "$above_go")" "$(ratio "$above_go" "$((above_rs > 0 ? above_rs : 1))")" ""
 row "DEL" "$(ms "${del[rs]}")" "$(ms "${del[go]}")" "$(ratio "${del[go]}" "${del[rs]}")" "$(verdict "$r_del" 1.5)"
 row "  kernel veth deletion" "$(ms "$floor")" "$(ms "$floor")" "" "(floor under both DELs)"
 row "  DEL above the floor" "$(ms $((del[rs] > floor ? del[rs] - floor : 0)))" "$(ms $((del[go] > floor ? del[go] - floor : 0)))" \

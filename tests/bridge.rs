@@ -941,7 +941,8 @@ fn differential_against_go_bridge() {
     let Some(_) = go_plugin("bridge") else { return };
     let dir = AppletDir::new();
     let dns = json!({"nameservers": ["10.71.0.53"], "search": ["example"]});
-    let cases: Vec<(&str, Box<dyn Fn(&Host) -> Value>)> = vec![
+    type MakeConf<'a> = Box<dyn Fn(&Host) -> Value + 'a>;
+    let cases: Vec<(&str, MakeConf)> = vec![
         (
             "gateway+masq+mtu+hairpin+dns",
             Box::new(|h: &Host| {

@@ -143,7 +143,7 @@ impl BridgeConf {
     }
 }
 
-fn load(req: &Request, with_cni_args: bool) -> CniResult<BridgeConf> {
+fn load(req: &Request) -> CniResult<BridgeConf> {
     let raw: RawConf = req.decode()?;
     if !(0..=4094).contains(&raw.vlan) {
         return Err(CniError::internal(format!(
@@ -153,7 +153,7 @@ fn load(req: &Request, with_cni_args: bool) -> CniResult<BridgeConf> {
     }
     let trunk = collect_vlan_trunk(raw.vlan_trunk.as_deref())?;
     let mut mac = String::new();
-    if with_cni_args && let Some(m) = req.cni_args(&["MAC"])?.get("MAC") {
+    if let Some(m) = req.cni_args(&["MAC"])?.get("MAC") {
         mac = m.to_string();
     }
     for m in [&raw.args.cni.mac, &raw.runtime_config.mac] {
@@ -231,12 +231,13 @@ fn run(req: &Request) -> CniResult<Option<CniOutput>> {
         Command::Add => add(req).map(Some),
         Command::Del => del(req).map(|()| None),
         Command::Check => check(req).map(|()| None),
+        // As the reference's STATUS: the keys must decode, nothing more is checked.
         Command::Status => {
-            load(req, false)?;
+            req.decode::<RawConf>()?;
             shared::status(req).map(|()| None)
         }
         Command::Gc => {
-            load(req, false)?;
+            req.decode::<RawConf>()?;
             shared::gc(req).map(|()| None)
         }
         Command::Version => Ok(None),
@@ -257,7 +258,7 @@ struct Made {
 }
 
 fn add(req: &Request) -> CniResult<CniOutput> {
-    let conf = load(req, true)?;
+    let conf = load(req)?;
     if conf.layer3 && conf.disable_container_interface {
         return Err(CniError::internal(
             "cannot use IPAM when DisableContainerInterface flag is set",
@@ -381,10 +382,10 @@ fn add_port(
             iface::set_dad_sysctls(ifname, enable_dad);
             iface::configure(nl, ifname, configured)
         })?;
-        if conf.is_gateway {
-            if let Some(helper) = set_gateways(host_nl, conf, bridge, &gateways)? {
-                result.interfaces.push(helper);
-            }
+        if conf.is_gateway
+            && let Some(helper) = set_gateways(host_nl, conf, bridge, &gateways)?
+        {
+            result.interfaces.push(helper);
         }
         if let Some(backend) = backend {
             made.masq = result.ips.iter().map(|ip| ip.address).collect();
@@ -496,23 +497,22 @@ fn attach_port(nl: &Netlink, port: &Link, bridge: &Link, cfg: &PortConfig) -> Cn
         ))
     })?;
     // A new port has both flags off: only turning one on needs a (locked) change.
-    if cfg.hairpin {
-        let hairpin = PortSettings {
-            hairpin: Some(true),
-            ..PortSettings::default()
-        };
-        nl.set_bridge_port(index, &hairpin).map_err(|e| {
-            CniError::internal(format!("failed to setup hairpin mode for {name}: {e}"))
-        })?;
-    }
-    if cfg.isolated {
-        let isolated = PortSettings {
-            isolated: Some(true),
-            ..PortSettings::default()
-        };
-        nl.set_bridge_port(index, &isolated).map_err(|e| {
-            CniError::internal(format!("failed to set isolated on for {name}: {e}"))
-        })?;
+    let hairpin = PortSettings {
+        hairpin: Some(true),
+        ..PortSettings::default()
+    };
+    let isolated = PortSettings {
+        isolated: Some(true),
+        ..PortSettings::default()
+    };
+    for (wanted, settings, failure) in [
+        (cfg.hairpin, hairpin, "failed to setup hairpin mode for"),
+        (cfg.isolated, isolated, "failed to set isolated on for"),
+    ] {
+        if wanted {
+            nl.set_bridge_port(index, &settings)
+                .map_err(|e| CniError::internal(format!("{failure} {name}: {e}")))?;
+        }
     }
     let vlan_failure = |what: &str, e: crate::netlink::NetlinkError| {
         CniError::internal(format!("failed to {what} on interface {name:?}: {e}"))
@@ -758,18 +758,18 @@ fn wait_port_up(nl: &Netlink, name: &str) -> CniResult<Link> {
 }
 
 fn del(req: &Request) -> CniResult<()> {
-    let conf = load(req, true)?;
+    let conf = load(req)?;
     // Deleting a link waits for the kernel's RCU barrier (tens of milliseconds on a busy
     // node). What does not need the link's addresses runs meanwhile: the IPAM release, and
     // the spoof check and masquerade rules, which are found by name (the masquerade teardown
     // takes the families from `prevResult`, or looks in both).
+    // The link is the longer path, so this thread takes it (it enters the namespace through
+    // one more thread); the rest gets a thread of its own.
     let (link, rest) = std::thread::scope(|scope| {
-        let link = scope.spawn(|| delete_link(req, &conf));
-        let rest = release(req, &conf);
-        (link.join(), rest)
+        let rest = scope.spawn(|| release(req, &conf));
+        (delete_link(req, &conf), rest.join())
     });
-    link.unwrap_or_else(|_| Err(CniError::internal("deleting the link panicked")))
-        .and(rest)
+    link.and(rest.unwrap_or_else(|_| Err(CniError::internal("releasing the attachment panicked"))))
 }
 
 /// DEL's link step: the container link goes (with its peer); without a namespace to look in,
@@ -855,7 +855,7 @@ struct Found {
 }
 
 fn check(req: &Request) -> CniResult<()> {
-    let conf = load(req, true)?;
+    let conf = load(req)?;
     let netns = shared::open_netns(&req.env.netns)?;
     if conf.layer3 {
         ipam::delegate(req, Command::Check)?;

@@ -4,14 +4,18 @@
 # The kernels this project is developed and tested on lack the dummy, vlan,
 # ipvlan and vrf link kinds and bridge VLAN filtering, and cannot load
 # modules. This lane boots Debian's cloud kernel under qemu (software
-# emulation, -cpu max; KVM does not work on these machines) and runs the
-# integration tests and the crate's unit tests inside it, once, in one boot:
+# emulation, -cpu max; KVM does not work on these machines) and runs tests
+# inside it, all in one boot. Any test can run there, but under emulation a
+# process start costs ~20-60 ms and an `ip` call ~100 ms, so the whole suite
+# takes 10-20 minutes on 2 cores: by default the lane runs the tests that
+# recorded themselves as needing it (see CNIBOX_VM_SELECT below).
 #
 #  1. kernel: `apt-get download` the package linux-image-cloud-amd64 depends
 #     on, dpkg -x + depmod into target/vm-cache/kernel/<pkg>_<version>/
 #     (reused across runs; older versions are pruned);
-#  2. build: the static release cnibox and the test executables for the musl
-#     target (so they need no glibc in the VM), learnt from cargo's JSON;
+#  2. select and build: which tests run (below), then the static release
+#     cnibox and those test executables for the musl target (so they need no
+#     glibc in the VM), their paths learnt from cargo's JSON;
 #  3. initramfs: busybox + applet links, the network kernel modules (with
 #     their modules.dep closure), cnibox, the tests, and the host tools the
 #     tests call (ip, bridge, iptables*, nft, the Go plugins in /usr/lib/cni,
@@ -27,10 +31,14 @@
 #   CNIBOX_VM_TEST_TIMEOUT=SECS  one test binary inside the VM (default 300)
 #   CNIBOX_VM_THREADS=N          libtest --test-threads (default 2)
 #   CNIBOX_VM_MEM=MB             guest memory (default 1024)
-#   CNIBOX_VM_SELECT=needed|all  what runs (default needed: the tests the host
-#                                run recorded in target/vm-needed/ because
-#                                its kernel lacks what they need; all: the
-#                                whole suite, ~20 min on 2 cores today)
+#   CNIBOX_VM_SELECT=needed|all  what runs. needed (default): the tests that
+#                                recorded in target/vm-needed/<binary>/<test>
+#                                that the host kernel cannot run them, which
+#                                tests/common's require_link_kind,
+#                                require_bridge_vlan_filtering and
+#                                require_vm_lane do when the host's cargo test
+#                                skips them (the whole suite if nothing is
+#                                recorded yet). all: every test of every binary.
 #   CNIBOX_VM_BINARIES="a b"     run every test of these binaries (names as in
 #                                the summary: tests/*.rs names, cnibox-unit)
 #   CNIBOX_VM_TEST_ARGS="..."    extra libtest arguments, e.g. a name filter

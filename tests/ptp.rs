@@ -83,14 +83,12 @@ fn add_check_del_for_every_spec_version() {
 
         // Kernel state: the container routes everything on-link through the gateway.
         assert_eq!(addresses(&ctr.name, "eth0"), ["10.60.0.2/24"]);
-        assert_eq!(
-            routes(&ctr.name),
-            [
-                "10.60.0.0/24 dev eth0 via 10.60.0.1 src 10.60.0.2",
-                "10.60.0.1 dev eth0 scope link src 10.60.0.2",
-                "fe80::/64 dev eth0 proto kernel metric 256",
-            ]
-        );
+        let want = [
+            "10.60.0.0/24 dev eth0 via 10.60.0.1 src 10.60.0.2",
+            "10.60.0.1 dev eth0 scope link src 10.60.0.2",
+            "fe80::/64 dev eth0 proto kernel metric 256",
+        ];
+        assert_eq!(routes_settled(&ctr.name, &want), want);
         assert_eq!(addresses(&host.ns.name, &host_veth), ["10.60.0.1/32"]);
         assert!(
             routes(&host.ns.name).contains(&"10.60.0.2 dev vethX scope host".to_string()),

@@ -15,7 +15,14 @@
 //!   and fails with "no plugin name provided");
 //! - GC exists: IPAM GC, and masquerade rules of attachments not in the valid list;
 //! - the bridge port is polled for "up" every few milliseconds instead of after 0, 50, 500,
-//!   1000 and 1000 ms (same overall limit).
+//!   1000 and 1000 ms (same overall limit);
+//! - fewer RTNL-locked requests, which parallel ADDs queue for: the bridge is looked up before
+//!   it is created, a port's hairpin/isolation flag is only written to turn it on (a new port
+//!   has both off), and the veth ends are made with one queue each (see `netlink::link`);
+//! - a bridge that lost its last port has the zero MAC, which cannot be pinned: its current
+//!   MAC is pinned instead (the reference fails to add the gateway address there);
+//! - DEL releases the IPAM reservation and the firewall state while the kernel deletes the
+//!   link (the reference does it after).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

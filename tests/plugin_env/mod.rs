@@ -410,6 +410,20 @@ pub fn addresses(ns: &str, dev: &str) -> Vec<String> {
     out
 }
 
+/// [`routes`] once they are `want`, or as they are after two seconds: the kernel adds the
+/// IPv6 link-local route only when it has seen the link come up, which may be a moment after
+/// a plugin that does not wait for it has returned.
+pub fn routes_settled(ns: &str, want: &[&str]) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let got = routes(ns);
+        if got == want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Routes of `ns` (both families, main table) as `ip route` would print them, sorted,
 /// with link names replaced by `DEV` when they are random veth names.
 pub fn routes(ns: &str) -> Vec<String> {

@@ -272,6 +272,9 @@ elif [ "$SELECT" = needed ] && compgen -G "$NEEDED/*/*" >/dev/null; then
         FILTER[$n]="--exact $(cd "$d" && printf '%s ' *)"
     done
     WHAT="the tests the host recorded in $NEEDED as needing a full kernel (CNIBOX_VM_SELECT=all runs the whole suite)"
+fi
+if [ "${#SELECTED[@]}" -gt 0 ]; then
+    :
 elif [ "$SELECT" = needed ] || [ "$SELECT" = all ]; then
     SELECTED=("${!CARGO_FLAG[@]}")
     WHAT="the whole suite"

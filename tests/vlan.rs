@@ -207,9 +207,28 @@ fn frames_carry_the_configured_id() {
     }
     // A plain 802.1Q link with id 10 on the host end (free again: one link per id and
     // master) sees the container's frames too.
-    host.ns.ip(&[
-        "link", "add", "link", "vl1", "name", "probe10", "type", "vlan", "id", "10",
-    ]);
+    // The kernel frees a deleted VLAN's id on its master asynchronously: retry briefly.
+    let probe_added = (0..50).any(|_| {
+        let added = std::process::Command::new("ip")
+            .args([
+                "-n",
+                &host.ns.name,
+                "link",
+                "add",
+                "link",
+                "vl1",
+                "name",
+                "probe10",
+            ])
+            .args(["type", "vlan", "id", "10"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !added {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        added
+    });
+    assert!(probe_added, "id 10 on vl1 never became free after the DELs");
     host.ns
         .ip(&["addr", "add", "10.74.0.200/24", "dev", "probe10"]);
     host.ns.ip(&["link", "set", "probe10", "up"]);

@@ -341,7 +341,10 @@ mod tests {
             "10.0.0.3/24"
         );
         check(&net.conf, "a", "eth1").unwrap();
-        // An ID-only file of an old version counts as the container's.
+        // An ID-only file of an old version counts as the container's. Written a few clock
+        // ticks later, as a separate process would: kernels before 6.13 stamp directories with
+        // a coarse clock, and a write in the same tick as ours is the documented blind spot.
+        std::thread::sleep(std::time::Duration::from_millis(50));
         std::fs::write(net.dir().join("10.0.0.9"), "old").unwrap();
         let err = net.add("old").unwrap_err();
         assert!(

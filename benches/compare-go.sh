@@ -3,8 +3,7 @@
 # host-local (the pair most clusters run):
 #
 #   ADD, DEL   one container each, a fresh container namespace per run, RUNS runs, median;
-#              plus the kernel's own share of each (the same steps by `ip -batch`), the
-#              floor under both implementations;
+#              plus the kernel's own veth deletion, the floor under any DEL;
 #   peak RSS   of one ADD (/usr/bin/time -v; for Go it includes the host-local child);
 #   parallel   PARALLEL ADDs at once into PARALLEL namespaces on one bridge, wall time;
 #   size       the one cnibox binary against the total of the Go plugins.
@@ -106,8 +105,6 @@ fail_run() {
 if [ "${1:-}" = --inner-sequential ]; then
     impl=$2 first=$3 count=$4
     last=$((first + count))
-    # All namespaces exist before the first run and go after the last: the kernel tears a
-    # deleted namespace down in the background, holding locks the next run would wait for.
     for ((r = first; r < last; r++)); do ip netns add "$PREFIX-$impl-s$((r + 1))"; done
     for ((r = first; r < last; r++)); do
         ns=$PREFIX-$impl-s$((r + 1))
@@ -118,7 +115,6 @@ if [ "${1:-}" = --inner-sequential ]; then
         t2=${EPOCHREALTIME/[.,]/}
         [ "$r" -lt 0 ] || echo "$((t1 - t0)) $((t2 - t1))" >>"$tmp/seq-$impl"
     done
-    for ((r = first; r < last; r++)); do ip netns delete "$PREFIX-$impl-s$((r + 1))"; done
     exit 0
 fi
 
@@ -147,7 +143,6 @@ if [ "${1:-}" = --inner-parallel ]; then
         [ "$impl" = go ] && dir=$GO_DIR
         CNI_COMMAND=DEL CNI_CONTAINERID=par-$i CNI_NETNS=/run/netns/$PREFIX-$impl-p$i \
             CNI_IFNAME=eth0 CNI_PATH=$dir "$dir/bridge" <<<"$(conf "$impl")" >/dev/null
-        ip netns delete "$PREFIX-$impl-p$i"
     done
     echo $((t1 - t0))
     exit 0
@@ -163,47 +158,37 @@ if [ "${1:-}" = --inner-rss ]; then
         /usr/bin/time -v -o "$tmp/time-$impl" "$dir/bridge" <<<"$(conf "$impl")" >"$tmp/out" ||
         fail_run "$impl ADD under /usr/bin/time"
     plugin "$impl" DEL rss "/run/netns/$ns" || fail_run "$impl DEL"
-    ip netns delete "$ns"
     awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$tmp/time-$impl"
     exit 0
 fi
 
-# The kernel's own work, the floor under both implementations: an ADD's essentials (a veth
-# pair from a fresh namespace into the host one, up, an address, the host end on the bridge
-# and up) by two `ip -batch` calls, and a DEL's (`ip link del` of the container end), each
-# minus what the same `ip` calls cost doing nothing. Prints "add_us del_us".
+# The kernel's veth deletion, the floor under any DEL: a pair made as the plugins make it
+# (container end in a fresh namespace, peer in the host one, on the bridge), deleted with
+# `ip link del`, minus what the same `ip` costs doing nothing.
 if [ "${1:-}" = --inner-floor ]; then
-    adds=() dels=() base_adds=() base_dels=()
+    dels=() bases=()
     for ((r = 0; r < RUNS; r++)); do ip netns add "$PREFIX-floor-$r"; done
     for ((r = 0; r < RUNS; r++)); do
         ns=$PREFIX-floor-$r
+        ip link add "cnbfl$r" type veth peer name eth0 netns "$ns"
+        ip link set "cnbfl$r" master cnbench0 up
+        ip -n "$ns" link set eth0 up
         t0=${EPOCHREALTIME/[.,]/}
         nsenter --net="/run/netns/$ns" ip link show lo >/dev/null
-        ip link show lo >/dev/null
         t1=${EPOCHREALTIME/[.,]/}
-        printf '%s\n' "link add eth0 type veth peer name cnbfl$r netns $PREFIX-host-rs" \
-            "link set eth0 up" "address add 10.98.$((r / 250)).$((r % 250 + 2))/16 dev eth0" |
-            nsenter --net="/run/netns/$ns" ip -batch -
-        printf '%s\n' "link set cnbfl$r master cnbench0" "link set cnbfl$r up" | ip -batch -
-        t2=${EPOCHREALTIME/[.,]/}
-        nsenter --net="/run/netns/$ns" ip link show lo >/dev/null
-        t3=${EPOCHREALTIME/[.,]/}
         nsenter --net="/run/netns/$ns" ip link del eth0
-        t4=${EPOCHREALTIME/[.,]/}
-        base_adds+=($((t1 - t0)))
-        adds+=($((t2 - t1)))
-        base_dels+=($((t3 - t2)))
-        dels+=($((t4 - t3)))
+        t2=${EPOCHREALTIME/[.,]/}
+        bases+=($((t1 - t0)))
+        dels+=($((t2 - t1)))
     done
-    for ((r = 0; r < RUNS; r++)); do ip netns delete "$PREFIX-floor-$r"; done
-    a=$(printf '%s\n' "${adds[@]}" | median)
-    ba=$(printf '%s\n' "${base_adds[@]}" | median)
     d=$(printf '%s\n' "${dels[@]}" | median)
-    bd=$(printf '%s\n' "${base_dels[@]}" | median)
-    echo "$((a > ba ? a - ba : 0)) $((d > bd ? d - bd : 0))"
+    b=$(printf '%s\n' "${bases[@]}" | median)
+    echo $((d > b ? d - b : 0))
     exit 0
 fi
 
+# No namespace is deleted before the end: the kernel tears a deleted namespace down in the
+# background, holding locks that whatever runs next would wait for.
 for impl in rs go; do
     ip netns add "$PREFIX-host-$impl"
     ip -n "$PREFIX-host-$impl" link set lo up
@@ -240,7 +225,7 @@ for impl in rs go; do
     par[$impl]=$(inner "$impl" parallel)
 done
 echo "kernel: veth deletion floor" >&2
-read -r floor_add floor < <(inner rs floor)
+floor=$(inner rs floor)
 size_rs=$(stat -L -c %s "$BIN")
 size_go=$(find "$GO_DIR" -maxdepth 1 -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
 count_go=$(find "$GO_DIR" -maxdepth 1 -type f | wc -l)
@@ -264,10 +249,6 @@ echo "bridge + host-local, cniVersion 1.0.0, isGateway; median of $RUNS runs, fr
 printf '%-26s %14s %14s %9s  %s\n' "" "cnibox" "Go" "Go/cnibox" "target"
 row() { printf '%-26s %14s %14s %9s  %s\n' "$1" "$2" "$3" "$4" "$5"; }
 row "ADD" "$(ms "${add[rs]}")" "$(ms "${add[go]}")" "$(ratio "${add[go]}" "${add[rs]}")" "$(verdict "$r_add" 5)"
-row "  kernel work of an ADD" "$(ms "$floor_add")" "$(ms "$floor_add")" "" "(floor under both ADDs)"
-above_rs=$((add[rs] > floor_add ? add[rs] - floor_add : 0))
-above_go=$((add[go] > floor_add ? add[go] - floor_add : 0))
-row "  ADD above the floor" "$(ms "$above_rs")" "$(ms "$above_go")" "$(ratio "$above_go" "$((above_rs > 0 ? above_rs : 1))")" ""
 row "DEL" "$(ms "${del[rs]}")" "$(ms "${del[go]}")" "$(ratio "${del[go]}" "${del[rs]}")" "$(verdict "$r_del" 1.5)"
 row "  kernel veth deletion" "$(ms "$floor")" "$(ms "$floor")" "" "(floor under both DELs)"
 row "  DEL above the floor" "$(ms $((del[rs] > floor ? del[rs] - floor : 0)))" "$(ms $((del[go] > floor ? del[go] - floor : 0)))" \

@@ -438,6 +438,11 @@ pub fn is_running() -> bool {
     let Ok(mut bus) = Bus::system() else {
         return false;
     };
+    firewalld_owner(&mut bus).is_ok()
+}
+
+/// Asks the bus which connection owns firewalld's name (an error when none does).
+fn firewalld_owner(bus: &mut Bus) -> Result<Message, DbusError> {
     bus.call(
         DBUS_NAME,
         DBUS_PATH,
@@ -445,7 +450,6 @@ pub fn is_running() -> bool {
         "GetNameOwner",
         &[Arg::Str(FIREWALLD_NAME)],
     )
-    .is_ok()
 }
 
 /// A connection to firewalld, failing with a message that names what is missing.
@@ -465,14 +469,7 @@ impl Firewalld {
                  is dbus running, and firewalld ({FIREWALLD_NAME}) started?"
             ))
         })?;
-        bus.call(
-            DBUS_NAME,
-            DBUS_PATH,
-            DBUS_NAME,
-            "GetNameOwner",
-            &[Arg::Str(FIREWALLD_NAME)],
-        )
-        .map_err(|e| {
+        firewalld_owner(&mut bus).map_err(|e| {
             CniError::internal(format!(
                 "firewalld backend: firewalld ({FIREWALLD_NAME}) is not running on the D-Bus \
                  system bus at {}: {e}",

@@ -10,6 +10,8 @@
 //!
 //! Stale UDP conntrack entries are deleted over netlink (`portmap_conntrack`).
 
+use std::path::Path;
+
 use ipnetwork::IpNetwork;
 
 use super::{Errors, MasqBackend, Tools, missing_binary, portmap_conntrack};
@@ -81,20 +83,33 @@ impl PortmapSpec<'_> {
     }
 }
 
+/// Runs the `iptables` or the `nftables` step (given the `nft` binary, which must be
+/// installed) on `spec` and `container`, as `backend` says.
+fn on_backend(
+    backend: MasqBackend,
+    spec: &PortmapSpec,
+    container: IpNetwork,
+    iptables: fn(&Tools, &PortmapSpec, IpNetwork) -> CniResult<()>,
+    nftables: fn(&Path, &PortmapSpec, IpNetwork) -> CniResult<()>,
+) -> CniResult<()> {
+    let tools = Tools::find();
+    match backend {
+        MasqBackend::Iptables => iptables(&tools, spec, container),
+        MasqBackend::Nftables => {
+            let nft = tools.nft.as_deref().ok_or_else(|| missing_binary("nft"))?;
+            nftables(nft, spec, container)
+        }
+    }
+}
+
 /// Installs the forwarding of `spec` to `container` (one address, either family).
 pub fn forward_ports(
     backend: MasqBackend,
     spec: &PortmapSpec,
     container: IpNetwork,
 ) -> CniResult<()> {
-    let tools = Tools::find();
-    match backend {
-        MasqBackend::Iptables => portmap_iptables::forward(&tools, spec, container),
-        MasqBackend::Nftables => {
-            let nft = tools.nft.as_deref().ok_or_else(|| missing_binary("nft"))?;
-            portmap_nftables::forward(nft, spec, container)
-        }
-    }
+    let (iptables, nftables) = (portmap_iptables::forward, portmap_nftables::forward);
+    on_backend(backend, spec, container, iptables, nftables)
 }
 
 /// Verifies that the forwarding of `spec` to `container` is in place.
@@ -103,14 +118,8 @@ pub fn check_ports(
     spec: &PortmapSpec,
     container: IpNetwork,
 ) -> CniResult<()> {
-    let tools = Tools::find();
-    match backend {
-        MasqBackend::Iptables => portmap_iptables::check(&tools, spec, container),
-        MasqBackend::Nftables => {
-            let nft = tools.nft.as_deref().ok_or_else(|| missing_binary("nft"))?;
-            portmap_nftables::check(nft, spec, container)
-        }
-    }
+    let (iptables, nftables) = (portmap_iptables::check, portmap_nftables::check);
+    on_backend(backend, spec, container, iptables, nftables)
 }
 
 /// Removes every forwarding rule of the container on `network`, on both families; needs no

@@ -528,17 +528,22 @@ fn assert_iptables_dual(ns: &TestNs, cid: &str) {
     }
 }
 
+/// ADD of `ctr-a` on `ips` twice, then of `ctr-b` on `other`.
+fn setup_a_twice_then_b(ns: &TestNs, backend: MasqBackend, ips: &[IpNetwork], other: &[IpNetwork]) {
+    ns.run(|| {
+        setup_ip_masq(backend, NETWORK, "eth0", "ctr-a", ips).unwrap();
+        setup_ip_masq(backend, NETWORK, "eth0", "ctr-a", ips).unwrap();
+        setup_ip_masq(backend, NETWORK, "eth0", "ctr-b", other).unwrap();
+    });
+}
+
 #[test]
 fn fw_iptables_setup_teardown_dual_stack() {
     let ns = TestNs::new();
     let ips = dual();
     let other = [net("10.88.0.6/24")];
-    ns.run(|| {
-        setup_ip_masq(MasqBackend::Iptables, NETWORK, "eth0", "ctr-a", &ips).unwrap();
-        // Idempotent: a second ADD adds nothing.
-        setup_ip_masq(MasqBackend::Iptables, NETWORK, "eth0", "ctr-a", &ips).unwrap();
-        setup_ip_masq(MasqBackend::Iptables, NETWORK, "eth0", "ctr-b", &other).unwrap();
-    });
+    // Idempotent: a second ADD adds nothing.
+    setup_a_twice_then_b(&ns, MasqBackend::Iptables, &ips, &other);
     assert_iptables_dual(&ns, "ctr-a");
     ns.run(|| teardown_ip_masq(NETWORK, "eth0", "ctr-a", &ips))
         .unwrap();
@@ -607,12 +612,8 @@ fn fw_nftables_setup_teardown_dual_stack() {
     let ns = TestNs::new();
     let ips = dual();
     let other = [net("10.88.0.6/24")];
-    ns.run(|| {
-        setup_ip_masq(MasqBackend::Nftables, NETWORK, "eth0", "ctr-a", &ips).unwrap();
-        // A second ADD replaces the instance's rules instead of adding more.
-        setup_ip_masq(MasqBackend::Nftables, NETWORK, "eth0", "ctr-a", &ips).unwrap();
-        setup_ip_masq(MasqBackend::Nftables, NETWORK, "eth0", "ctr-b", &other).unwrap();
-    });
+    // A second ADD replaces the instance's rules instead of adding more.
+    setup_a_twice_then_b(&ns, MasqBackend::Nftables, &ips, &other);
     let (rules, chains) = ns.nft();
     let comment_a = expected_nft_comment(NETWORK, "eth0", "ctr-a");
     let comment_b = expected_nft_comment(NETWORK, "eth0", "ctr-b");

@@ -285,20 +285,9 @@ fn vlan_msg(index: u32, vlan: BridgeVlan) -> Result<Ifinfomsg, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::tests::in_ns;
     use crate::netlink::{LinkKind, LinkSpec, VethPeer};
     use crate::netns::tests::ScratchNetns;
-
-    /// Runs `f` with a socket inside `scratch`, refusing to run anywhere else.
-    fn in_ns<T: Send>(scratch: &ScratchNetns, f: impl FnOnce(&Netlink) -> T + Send) -> T {
-        scratch
-            .ns
-            .run(|| {
-                let here = crate::netns::NetNs::current().expect("own netns");
-                assert!(here.is_same(&scratch.ns), "not inside the scratch netns");
-                f(&Netlink::open().expect("netlink in scratch netns"))
-            })
-            .expect("run in scratch netns")
-    }
 
     /// A bridge `br0` with veth `p0` (peer `p1`) as its port; returns (bridge, port) indexes.
     fn bridge_with_port(nl: &Netlink, vlan_filtering: bool) -> Result<(u32, u32), NetlinkError> {

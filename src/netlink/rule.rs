@@ -171,22 +171,8 @@ fn describe(rule: &Rule) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::tests::{in_ns, net};
     use crate::netns::tests::ScratchNetns;
-
-    fn in_ns<T: Send>(scratch: &ScratchNetns, f: impl FnOnce(&Netlink) -> T + Send) -> T {
-        scratch
-            .ns
-            .run(|| {
-                let here = crate::netns::NetNs::current().expect("own netns");
-                assert!(here.is_same(&scratch.ns), "not inside the scratch netns");
-                f(&Netlink::open().expect("netlink in scratch netns"))
-            })
-            .expect("run in scratch netns")
-    }
-
-    fn net(s: &str) -> IpNetwork {
-        s.parse().unwrap()
-    }
 
     #[test]
     fn netlink_rule_add_list_del_both_families() {

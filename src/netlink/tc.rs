@@ -353,20 +353,10 @@ fn ifb_msg(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::tests::in_ns;
     use crate::netlink::{LinkKind, LinkSpec, VethPeer};
     use crate::netns::tests::ScratchNetns;
     use std::process::Command;
-
-    fn in_ns<T: Send>(scratch: &ScratchNetns, f: impl FnOnce(&Netlink) -> T + Send) -> T {
-        scratch
-            .ns
-            .run(|| {
-                let here = crate::netns::NetNs::current().expect("own netns");
-                assert!(here.is_same(&scratch.ns), "not inside the scratch netns");
-                f(&Netlink::open().expect("netlink in scratch netns"))
-            })
-            .expect("run in scratch netns")
-    }
 
     fn tc_json(s: &ScratchNetns, args: &[&str]) -> serde_json::Value {
         let out = Command::new("tc")

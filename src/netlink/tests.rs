@@ -11,7 +11,7 @@ use crate::netns::tests::ScratchNetns;
 
 /// Runs `f` with a netlink socket opened inside `scratch`. Refuses to run anywhere else, so
 /// a broken `NetNs::run` fails the tests instead of rewiring the machine's own network.
-fn in_ns<T: Send>(scratch: &ScratchNetns, f: impl FnOnce(&Netlink) -> T + Send) -> T {
+pub(crate) fn in_ns<T: Send>(scratch: &ScratchNetns, f: impl FnOnce(&Netlink) -> T + Send) -> T {
     scratch
         .ns
         .run(|| {
@@ -34,7 +34,7 @@ fn ip_link(scratch: &ScratchNetns, name: &str) -> Option<Value> {
     ip_links(scratch).into_iter().find(|l| l["ifname"] == name)
 }
 
-fn net(s: &str) -> IpNetwork {
+pub(crate) fn net(s: &str) -> IpNetwork {
     s.parse().unwrap()
 }
 

@@ -29,14 +29,14 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Deserializer};
 
 use crate::cni::result::Interface;
-use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::iface::in_netns;
 use crate::netlink::{
     ETH_P_ALL, INGRESS_HANDLE, Netlink, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR, Tbf, format_mac,
     tc_handle,
 };
 use crate::netns::{NetNs, NetnsError};
-use crate::plugins::shared::null_default;
+use crate::plugins::shared::{self, null_default};
 
 pub const APPLET: Applet = Applet {
     name: "bandwidth",
@@ -53,13 +53,7 @@ const ALIAS_PREFIX: &str = "cni-bandwidth/";
 const CHAINED_ONLY: &str = "must be called as chained plugin";
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        Command::Gc => gc(req).map(|()| None),
-        Command::Status | Command::Version => Ok(None),
-    }
+    shared::dispatch(req, add, del, check, gc, shared::nothing)
 }
 
 // ------------------------------------------------------------------ configuration

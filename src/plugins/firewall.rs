@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::firewall::filter::{self, DEFAULT_ADMIN_CHAIN};
 use crate::firewall::firewalld::{self, Firewalld};
+use crate::plugins::shared;
 
 pub const APPLET: Applet = Applet {
     name: "firewall",
@@ -105,13 +106,7 @@ impl FirewallConf {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        Command::Gc => gc(req).map(|()| None),
-        Command::Status | Command::Version => Ok(None),
-    }
+    shared::dispatch(req, add, del, check, gc, shared::nothing)
 }
 
 fn parse(req: &Request) -> CniResult<(FirewallConf, Option<CniOutput>)> {

@@ -93,11 +93,7 @@ fn add(req: &Request) -> CniResult<CniOutput> {
         }
         _ => IpSource::Ipam,
     };
-    let notify = Notify {
-        arp: true,
-        ndisc: true,
-    };
-    shared::finish_created(req, &netns, intf, source, notify)
+    shared::finish_created(req, &netns, intf, source, Notify::BOTH)
 }
 
 fn del(req: &Request) -> CniResult<()> {

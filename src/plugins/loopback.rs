@@ -1,9 +1,10 @@
 //! loopback: brings `lo` up in the container (whatever `CNI_IFNAME` says) and reports it.
 
 use crate::cni::result::{Interface, IpConfig};
-use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::netlink::{Family, Netlink};
 use crate::netns::{NetNs, NetnsError};
+use crate::plugins::shared;
 
 pub const APPLET: Applet = Applet {
     name: "loopback",
@@ -14,13 +15,8 @@ pub const APPLET: Applet = Applet {
 const LO: &str = "lo";
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        // Nothing to collect and nothing to depend on.
-        Command::Gc | Command::Status | Command::Version => Ok(None),
-    }
+    // Nothing to collect and nothing to depend on.
+    shared::dispatch(req, add, del, check, shared::nothing, shared::nothing)
 }
 
 fn open_netns(path: &str) -> Result<NetNs, NetnsError> {

@@ -115,11 +115,7 @@ fn add(req: &Request) -> CniResult<CniOutput> {
         loaded.mac,
     )?;
     let source = IpSource::from_config(req);
-    let notify = Notify {
-        arp: true,
-        ndisc: true,
-    };
-    shared::finish_created(req, &netns, intf, source, notify)
+    shared::finish_created(req, &netns, intf, source, Notify::BOTH)
 }
 
 fn del(req: &Request) -> CniResult<()> {

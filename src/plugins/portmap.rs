@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
-use super::shared::null_default;
-use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use super::shared::{self, null_default};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::firewall::portmap::{self, PortMapping, PortmapSpec};
 use crate::firewall::{self, MasqBackend};
 use crate::netlink::{Family, Netlink};
@@ -91,13 +91,7 @@ struct Parsed {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        Command::Gc => gc(req).map(|()| None),
-        Command::Status | Command::Version => Ok(None),
-    }
+    shared::dispatch(req, add, del, check, gc, shared::nothing)
 }
 
 fn parse(req: &Request) -> CniResult<Parsed> {

@@ -35,14 +35,7 @@ struct PtpConf {
 }
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        Command::Status => shared::status(req).map(|()| None),
-        Command::Gc => shared::gc(req).map(|()| None),
-        Command::Version => Ok(None),
-    }
+    shared::dispatch(req, add, del, check, shared::gc, shared::status)
 }
 
 fn host_netlink() -> CniResult<Netlink> {

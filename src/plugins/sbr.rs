@@ -26,10 +26,10 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::Deserialize;
 
 use crate::cni::result::IpConfig;
-use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::iface::in_netns;
 use crate::netlink::{Family, Netlink, RT_TABLE_MAIN, Route, Rule};
-use crate::netns::{NetNs, NetnsError};
+use crate::plugins::shared;
 
 pub const APPLET: Applet = Applet {
     name: "sbr",
@@ -41,13 +41,8 @@ const FIRST_TABLE: u32 = 100;
 const CHAINED_ONLY: &str = "This plugin must be called as chained plugin";
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        // Everything sbr makes lives in the container's namespace and goes with it.
-        Command::Gc | Command::Status | Command::Version => Ok(None),
-    }
+    // Everything sbr makes lives in the container's namespace and goes with it.
+    shared::dispatch(req, add, del, check, shared::nothing, shared::nothing)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,7 +111,7 @@ fn add(req: &Request) -> CniResult<CniOutput> {
         tracing::info!("no address of {ifname} in prevResult; nothing to route");
         return Ok(prev);
     }
-    let ns = crate::plugins::shared::open_netns(&req.env.netns)?;
+    let ns = shared::open_netns(&req.env.netns)?;
     let _lock = lock(&req.env.netns)?;
     in_netns(&ns, |nl| match table {
         Some(table) => add_rules(nl, &ips, table),
@@ -201,19 +196,9 @@ fn route_by_source(nl: &Netlink, ips: &[IpConfig], ifname: &str) -> CniResult<()
 
 fn del(req: &Request) -> CniResult<()> {
     let table = parse_conf(req)?;
-    if req.env.netns.is_empty() {
+    // The rules lived in that namespace: they are gone with it.
+    let Some(ns) = shared::open_netns_for_del(&req.env.netns)? else {
         return Ok(());
-    }
-    let ns = match NetNs::open(&req.env.netns) {
-        Ok(ns) => ns,
-        // The rules lived in that namespace: they are gone with it.
-        Err(NetnsError::NotFound(_)) => return Ok(()),
-        Err(e) => {
-            return Err(CniError::internal(format!(
-                "failed to open netns {:?}: {e}",
-                req.env.netns
-            )));
-        }
     };
     let _lock = lock(&req.env.netns)?;
     let ifname = req.env.ifname.as_str();
@@ -259,7 +244,7 @@ fn check(req: &Request) -> CniResult<()> {
         .prev_result()?
         .ok_or_else(|| CniError::internal(CHAINED_ONLY))?;
     let ips = ip_configs(&req.env.ifname, &prev)?;
-    let ns = crate::plugins::shared::open_netns(&req.env.netns)?;
+    let ns = shared::open_netns(&req.env.netns)?;
     in_netns(&ns, |nl| {
         let rules = nl.rules(None).map_err(CniError::internal)?;
         for ip in &ips {

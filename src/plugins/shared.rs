@@ -374,23 +374,42 @@ pub fn finish_created(
     }
 }
 
-/// Runs the handler of the request's verb for a plugin whose GC is only IPAM's
-/// ([`gc_ipam`]); only ADD has a result.
-pub fn dispatch_single(
+/// A handler of a verb without a result.
+pub type Verb = fn(&Request) -> CniResult<()>;
+
+/// The handler of a verb that has nothing to do.
+pub fn nothing(_req: &Request) -> CniResult<()> {
+    Ok(())
+}
+
+/// Runs the handler of the request's verb; only ADD has a result, VERSION does nothing.
+pub fn dispatch(
     req: &Request,
     add: fn(&Request) -> CniResult<CniOutput>,
-    del: fn(&Request) -> CniResult<()>,
-    check: fn(&Request) -> CniResult<()>,
-    status: fn(&Request) -> CniResult<()>,
+    del: Verb,
+    check: Verb,
+    gc: Verb,
+    status: Verb,
 ) -> CniResult<Option<CniOutput>> {
     match req.command {
         Command::Add => add(req).map(Some),
         Command::Del => del(req).map(|()| None),
         Command::Check => check(req).map(|()| None),
         Command::Status => status(req).map(|()| None),
-        Command::Gc => gc_ipam(req).map(|()| None),
+        Command::Gc => gc(req).map(|()| None),
         Command::Version => Ok(None),
     }
+}
+
+/// [`dispatch`] for a plugin whose GC is only IPAM's ([`gc_ipam`]).
+pub fn dispatch_single(
+    req: &Request,
+    add: fn(&Request) -> CniResult<CniOutput>,
+    del: Verb,
+    check: Verb,
+    status: Verb,
+) -> CniResult<Option<CniOutput>> {
+    dispatch(req, add, del, check, gc_ipam, status)
 }
 
 /// CHECK's IPAM step: the IPAM plugin's CHECK when there is an IPAM section.
@@ -406,4 +425,12 @@ pub fn ipam_check(req: &Request) -> CniResult<()> {
 pub struct Notify {
     pub arp: bool,
     pub ndisc: bool,
+}
+
+impl Notify {
+    /// Both switches on.
+    pub const BOTH: Notify = Notify {
+        arp: true,
+        ndisc: true,
+    };
 }

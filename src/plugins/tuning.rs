@@ -27,11 +27,11 @@ use std::path::{Path, PathBuf};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::iface::{in_netns, parse_mac};
 use crate::netlink::{LinkFlag, Netlink, format_mac};
 use crate::netns::{NetNs, NetnsError};
-use crate::plugins::shared::null_default;
+use crate::plugins::shared::{self, null_default};
 use crate::sysctl;
 
 pub const APPLET: Applet = Applet {
@@ -45,13 +45,7 @@ const ALLOWLIST: &str = "/etc/cni/tuning/allowlist.conf";
 const DUPLICATE_SYSCTL: &str = "duplicated sysctl keys are not allowed";
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        Command::Gc => gc(req).map(|()| None),
-        Command::Status | Command::Version => Ok(None),
-    }
+    shared::dispatch(req, add, del, check, gc, shared::nothing)
 }
 
 // ------------------------------------------------------------------ configuration

@@ -44,14 +44,13 @@ use ipnetwork::IpNetwork;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Deserialize;
 
-use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
+use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::iface::in_netns;
 use crate::netlink::{
     Address, Family, LinkKind, LinkSpec, Netlink, NetlinkError, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
     TableRoute,
 };
-use crate::netns::{NetNs, NetnsError};
-use crate::plugins::shared::null_default;
+use crate::plugins::shared::{self, null_default};
 
 pub const APPLET: Applet = Applet {
     name: "vrf",
@@ -76,12 +75,7 @@ const ROUTE_WAIT_FIRST: Duration = Duration::from_millis(10);
 const ROUTE_WAIT_SLEEPS: u32 = 8;
 
 fn run(req: &Request) -> CniResult<Option<CniOutput>> {
-    match req.command {
-        Command::Add => add(req).map(Some),
-        Command::Del => del(req).map(|()| None),
-        Command::Check => check(req).map(|()| None),
-        Command::Gc | Command::Status | Command::Version => Ok(None),
-    }
+    shared::dispatch(req, add, del, check, shared::nothing, shared::nothing)
 }
 
 // ------------------------------------------------------------------ configuration
@@ -438,19 +432,9 @@ fn wait_for_local_routes(
 
 fn del(req: &Request) -> CniResult<()> {
     let conf = parse_conf(req)?;
-    if req.env.netns.is_empty() {
+    // The VRF lived in that namespace: it is gone with it.
+    let Some(ns) = shared::open_netns_for_del(&req.env.netns)? else {
         return Ok(());
-    }
-    let ns = match NetNs::open(&req.env.netns) {
-        Ok(ns) => ns,
-        // The VRF lived in that namespace: it is gone with it.
-        Err(NetnsError::NotFound(_)) => return Ok(()),
-        Err(e) => {
-            return Err(CniError::internal(format!(
-                "failed to open netns {:?}: {e}",
-                req.env.netns
-            )));
-        }
     };
     let _lock = lock(&req.env.netns)?;
     let ifname = req.env.ifname.as_str();

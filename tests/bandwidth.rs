@@ -17,37 +17,23 @@
 //! * ADD without a previous result is refused even when no limit is set (Go crashes).
 //! * The 1.0.0 result has no empty `dns` object (Debian's v1.1.1 library prints one).
 
+mod chain_env;
 mod common;
 mod plugin_env;
 
+use chain_env::*;
 use common::*;
 use plugin_env::*;
 
-const VERSIONS: [&str; 7] = [
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
-
-/// A host namespace with a veth pair `hv0` (MTU 1400) <-> `eth0` into a container namespace.
-struct Pair {
-    host: Host,
-    ctr: Netns,
-}
-
 impl Pair {
+    /// The pair with `hv0` (MTU 1400) and `eth0` both up.
     fn new(tag: &str) -> Pair {
-        let host = Host::new(&format!("{tag}-h"));
-        let ctr = Netns::new(&format!("{tag}-c"));
-        host.ns.ip(&[
-            "link", "add", "hv0", "mtu", "1400", "type", "veth", "peer", "name", "eth0", "netns",
-            &ctr.name,
-        ]);
-        host.ns.ip(&["link", "set", "hv0", "up"]);
-        ctr.ip(&["link", "set", "eth0", "up"]);
-        Pair { host, ctr }
-    }
-
-    fn netns(&self) -> &str {
-        self.ctr.path_str()
+        Pair::setup(
+            tag,
+            &["mtu", "1400"],
+            &[&["link", "set", "hv0", "up"]],
+            &[&["link", "set", "eth0", "up"]],
+        )
     }
 
     fn qdiscs(&self, dev: &str) -> Vec<Value> {
@@ -438,9 +424,7 @@ fn a_failed_add_leaves_no_ifb_and_del_cleans_up_without_a_namespace() {
     bw.run("ADD", "ctr-f", pair.netns(), "eth0", &conf)
         .assert_success();
     assert_eq!(pair.ifbs().len(), 1);
-    let path = pair.netns().to_string();
-    let Pair { host, ctr } = pair;
-    drop(ctr);
+    let (host, path) = pair.without_ctr();
     // The veth went with the namespace; the ifb in the host did not, until DEL.
     let ifbs = host.links_named("bwp");
     assert_eq!(ifbs.len(), 1);
@@ -490,20 +474,13 @@ fn gc_removes_only_this_networks_stale_ifbs() {
 
 #[test]
 fn chained_after_ptp() {
-    if !applets().iter().any(|a| a == "ptp") {
-        skip("the ptp chain", "cnibox has no ptp applet");
+    let Some(chain) = PtpChain::new("bw-p", "bandwidth") else {
         return;
-    }
-    let dir = AppletDir::new();
-    let host = Host::new("bw-p-h");
-    let ctr = Netns::new("bw-p-c");
-    let ptp = Plugin::ours(&dir, &host, "ptp");
-    let bw = Plugin::ours(&dir, &host, "bandwidth");
+    };
+    let (host, ctr, bw) = (&chain.host, &chain.ctr, &chain.plugin);
     let ptp_conf = json!({"cniVersion": "1.0.0", "name": "bw-ptp", "type": "ptp", "mtu": 1450,
         "ipam": {"type": "host-local", "subnet": "10.75.0.0/24", "dataDir": host.data_dir()}});
-    let add = ptp.run("ADD", "ctr-p", ctr.path_str(), "eth0", &ptp_conf);
-    add.assert_success();
-    let prev = add.json();
+    let prev = chain.ptp_add("eth0", &ptp_conf);
     let host_veth = prev["interfaces"][0]["name"].as_str().unwrap().to_string();
     let mut conf = json!({"cniVersion": "1.0.0", "name": "bw-ptp", "type": "bandwidth",
                           "runtimeConfig": {"bandwidth": both_ways()}});
@@ -536,14 +513,7 @@ fn chained_after_ptp() {
         .find(|q| q["root"] == true)
         .unwrap();
     assert_eq!(root["kind"], "noqueue");
-    ptp.run(
-        "DEL",
-        "ctr-p",
-        ctr.path_str(),
-        "eth0",
-        &with_prev(&ptp_conf, &prev),
-    )
-    .assert_success();
+    chain.ptp_del("eth0", &ptp_conf, &prev);
 }
 
 #[test]
@@ -612,13 +582,7 @@ fn differential_against_the_go_bandwidth() {
                 Plugin::ours(&dir, &pair.host, "bandwidth")
             };
             let conf = config("1.0.0", "bw-diff", pair.netns(), limits.clone());
-            let add = plugin.run("ADD", "ctr-d", pair.netns(), "eth0", &conf);
-            add.assert_success();
-            let mut result = add.json();
-            if result["dns"] == json!({}) {
-                result.as_object_mut().unwrap().remove("dns");
-            }
-            result["interfaces"][1]["sandbox"] = json!("SANDBOX");
+            let mut result = pair.diff_add(&plugin, &conf);
             if let Some(ifb) = result["interfaces"].get_mut(2) {
                 ifb["mac"] = json!("MAC");
             }
@@ -679,11 +643,7 @@ fn differential_against_the_go_bandwidth() {
     // Where the two CHECKs disagree on purpose.
     for go in [false, true] {
         let pair = Pair::new("bw-dc");
-        let plugin = if go {
-            Plugin::go(&pair.host, "bandwidth").unwrap()
-        } else {
-            Plugin::ours(&dir, &pair.host, "bandwidth")
-        };
+        let plugin = Plugin::pick(go, &dir, &pair.host, "bandwidth").unwrap();
         // A 10 s bucket, which kernels before 6.x read back capped at ~4.3 s.
         let conf = config(
             "1.0.0",

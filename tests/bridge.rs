@@ -10,10 +10,6 @@ mod plugin_env;
 use common::*;
 use plugin_env::*;
 
-const VERSIONS: [&str; 7] = [
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
-
 fn config(host: &Host, version: &str, name: &str, subnet: &str) -> Value {
     json!({
         "cniVersion": version,
@@ -188,18 +184,7 @@ fn add_check_del_for_every_spec_version() {
             assert_eq!(msg(&missing), "Required prevResult missing", "{missing}");
         }
 
-        let del = bridge.run("DEL", "ctr-v", ctr.path_str(), "eth0", &conf);
-        del.assert_success();
-        assert!(del.stdout.is_empty(), "{del}");
-        assert!(host.links_named("veth").is_empty());
-        assert_eq!(
-            ip_json(&ctr.name, &["link", "show"])
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
-        assert_eq!(host.reservations("brv"), Vec::<String>::new());
+        del_leaves_no_veth(&bridge, &host, &ctr, &conf);
         // The bridge, its address and forwarding stay, as in the reference.
         assert_eq!(addresses(&host.ns.name, "cni0"), ["10.70.0.1/24"]);
         bridge
@@ -480,15 +465,7 @@ fn l2_only_and_disable_container_interface() {
     assert_eq!(addresses(&ctr.name, "eth0"), Vec::<String>::new());
     assert_eq!(addresses(&host.ns.name, "br-l2"), Vec::<String>::new());
     // CHECK without an IPAM plugin: no IPAM CHECK (the reference fails here).
-    bridge
-        .run(
-            "CHECK",
-            "ctr-l2",
-            ctr.path_str(),
-            "eth0",
-            &with_prev(&conf, &result),
-        )
-        .assert_success();
+    bridge.run_with_prev("CHECK", ("ctr-l2", ctr.path_str(), "eth0"), &conf, &result);
     let mut status_conf = conf.clone();
     status_conf["cniVersion"] = json!("1.1.0");
     bridge.run_verb("STATUS", &status_conf).assert_success();
@@ -725,26 +702,15 @@ fn ip_masq_rules_follow_add_and_del_on_both_backends() {
         let bridge = Plugin::ours(&dir, &host, "bridge");
         let ctr = Netns::new("br-mqc");
         let conf = masq_config(&host, "brmasq", backend);
-        bridge
-            .run("ADD", "ctr-mq", ctr.path_str(), "eth0", &conf)
-            .assert_success();
-        let want = (backend == "iptables", backend == "nftables");
-        assert_eq!(masq_present(&host, "brmasq", "ctr-mq"), want, "{backend}");
-        if backend == "iptables" {
-            let rules = host.nat_rules();
-            assert!(rules.contains("-A POSTROUTING -s 10.71.0.2/32"), "{rules}");
-            assert!(rules.contains("-A POSTROUTING -s fd71::2/128"), "{rules}");
-        } else {
-            assert_eq!(host.nft_masq_rules("id: ctr-mq").len(), 2);
-        }
-        bridge
-            .run("DEL", "ctr-mq", ctr.path_str(), "eth0", &conf)
-            .assert_success();
-        assert_eq!(masq_present(&host, "brmasq", "ctr-mq"), (false, false));
-        assert!(
-            host.cni_nat_lines().is_empty(),
-            "{:?}",
-            host.cni_nat_lines()
+        masq_follows_add_and_del(
+            &bridge,
+            &host,
+            &ctr,
+            &conf,
+            &[
+                "-A POSTROUTING -s 10.71.0.2/32",
+                "-A POSTROUTING -s fd71::2/128",
+            ],
         );
     }
     // An L2-only bridge masquerades nothing, whatever ipMasq says.
@@ -845,32 +811,8 @@ fn gc_removes_masquerade_of_attachments_not_listed() {
     for backend in ["iptables", "nftables"] {
         let host = Host::new("br-gc");
         let bridge = Plugin::ours(&dir, &host, "bridge");
-        let (a, b) = (Netns::new("br-gca"), Netns::new("br-gcb"));
-        let mut conf = masq_config(&host, "brgc", backend);
-        conf["cniVersion"] = json!("1.1.0");
-        bridge
-            .run("ADD", "ctr-keep", a.path_str(), "eth0", &conf)
-            .assert_success();
-        bridge
-            .run("ADD", "ctr-stale", b.path_str(), "eth0", &conf)
-            .assert_success();
-        let mut gc = conf.clone();
-        gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-keep", "ifname": "eth0"}]);
-        let out = bridge.run_verb("GC", &gc);
-        out.assert_success();
-        let on = (backend == "iptables", backend == "nftables");
-        assert_eq!(masq_present(&host, "brgc", "ctr-keep"), on, "{backend}");
-        assert_eq!(
-            masq_present(&host, "brgc", "ctr-stale"),
-            (false, false),
-            "{backend}"
-        );
-        assert_eq!(
-            host.reservations("brgc"),
-            ["10.71.0.2", "fd71::2"],
-            "{backend}"
-        );
-        bridge.run_verb("STATUS", &conf).assert_success();
+        let conf = masq_config(&host, "brgc", backend);
+        gc_drops_masquerade_of_unlisted(&bridge, &host, "br-gc", &conf, &["10.71.0.2", "fd71::2"]);
     }
 }
 
@@ -1014,15 +956,7 @@ fn differential_against_go_bridge() {
             } else {
                 check.assert_success();
             }
-            plugin
-                .run(
-                    "DEL",
-                    "ctr-diff",
-                    ctr.path_str(),
-                    "eth0",
-                    &with_prev(&conf, &result),
-                )
-                .assert_success();
+            plugin.run_with_prev("DEL", ("ctr-diff", ctr.path_str(), "eth0"), &conf, &result);
             assert!(host.cni_nat_lines().is_empty(), "{}", host.nat_rules());
             assert_eq!(spoof_state(&host).0, Vec::<String>::new(), "{case}");
         }
@@ -1050,15 +984,7 @@ fn firewall_state_is_interchangeable_with_go() {
         add.assert_success();
         assert_eq!(masq_present(&host, "brx", "ctr-x"), (true, false));
         assert_eq!(spoof_state(&host).0.len(), 2);
-        deleter
-            .run(
-                "DEL",
-                "ctr-x",
-                ctr.path_str(),
-                "eth0",
-                &with_prev(&conf, &add.json()),
-            )
-            .assert_success();
+        deleter.run_with_prev("DEL", ("ctr-x", ctr.path_str(), "eth0"), &conf, &add.json());
         assert_eq!(
             masq_present(&host, "brx", "ctr-x"),
             (false, false),

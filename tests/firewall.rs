@@ -3,32 +3,16 @@
 //! traffic admitted under a DROP forward policy and isolated by `ingressPolicy`, the firewalld
 //! backend's error without a bus, and the spec versions.
 
+mod chain_env;
 mod common;
 mod plugin_env;
 
+use chain_env::*;
 use common::*;
 use plugin_env::*;
 
 fn prev(version: &str, ips: &[&str]) -> Value {
-    let list: Vec<Value> = ips
-        .iter()
-        .map(|ip| {
-            let mut v = json!({"address": ip, "interface": 1});
-            if version < "1.0.0" {
-                v["version"] = json!(if ip.contains(':') { "6" } else { "4" });
-            }
-            v
-        })
-        .collect();
-    let mut r = json!({
-        "cniVersion": version,
-        "interfaces": [{"name": "cnifw0"}, {"name": "eth0", "sandbox": "/run/netns/none"}],
-        "ips": list,
-    });
-    if version < "1.0.0" {
-        r["dns"] = json!({});
-    }
-    r
+    synthetic_prev(version, ips, "cnifw0")
 }
 
 fn conf(host: &Host, version: &str, extra: Value, prev: &Value) -> Value {
@@ -288,13 +272,7 @@ fn traffic_is_admitted_under_a_drop_forward_policy() {
     let (a, b) = (Netns::new("fw-a"), Netns::new("fw-b"));
     let ra = ptp(&dir, &host, &a, "ctr-a");
     let rb = ptp(&dir, &host, &b, "ctr-b");
-    let ip_b = rb["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip_b = result_addresses(&rb)[0].clone();
     assert!(ping(&a.name, &ip_b), "routed before any policy");
     let out = host.exec(&["iptables", "-P", "FORWARD", "DROP"]);
     assert!(out.status.success());
@@ -349,13 +327,7 @@ fn same_bridge_policy_isolates_other_bridges() {
     let ry = bridge.run("ADD", "ctr-y", y.path_str(), "eth0", &ny);
     ry.assert_success();
     let (rx, ry) = (rx.json(), ry.json());
-    let ip_y = ry["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip_y = result_addresses(&ry)[0].clone();
     assert!(
         ping(&x.name, &ip_y),
         "bridges route to each other when open"

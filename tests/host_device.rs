@@ -82,14 +82,7 @@ fn moved_in_and_back_out_intact_for_every_spec_version() {
         host.ns
             .ip(&["addr", "del", "10.71.0.1/24", "dev", "zzpeer0"]);
         if version >= "0.4.0" {
-            hd.run(
-                "CHECK",
-                "ctr-v",
-                ctr.path_str(),
-                "eth0",
-                &with_prev(&conf, &result),
-            )
-            .assert_success();
+            hd.run_with_prev("CHECK", ("ctr-v", ctr.path_str(), "eth0"), &conf, &result);
             let mut bad = result.clone();
             bad["interfaces"][0]["mac"] = json!("02:00:00:00:20:99");
             let out = hd.run(
@@ -399,11 +392,7 @@ fn differential_against_go_host_device() {
                 "dns": {"nameservers": ["10.71.0.53"]},
             });
             if with_ipam {
-                conf["ipam"] = json!({
-                    "type": "host-local", "dataDir": host.data_dir(),
-                    "ranges": [[{"subnet": "10.71.0.0/24"}]],
-                    "routes": [{"dst": "10.81.0.0/16", "gw": "10.71.0.1"}],
-                });
+                conf["ipam"] = routed_ipam(&host, "10.71.0.0/24", "10.81.0.0/16", "10.71.0.1");
             }
             let add = plugin.run("ADD", "ctr-diff", ctr.path_str(), "net1", &conf);
             add.assert_success();
@@ -414,23 +403,7 @@ fn differential_against_go_host_device() {
             }
             let inside = device_state(&ctr.name, "net1");
             let addrs = addresses(&ctr.name, "net1");
-            let check = plugin.run(
-                "CHECK",
-                "ctr-diff",
-                ctr.path_str(),
-                "net1",
-                &with_prev(&conf, &result),
-            );
-            check.assert_success();
-            plugin
-                .run(
-                    "DEL",
-                    "ctr-diff",
-                    ctr.path_str(),
-                    "net1",
-                    &with_prev(&conf, &result),
-                )
-                .assert_success();
+            plugin.check_and_del(("ctr-diff", ctr.path_str(), "net1"), &conf, &result);
             let (mac, mtu, alias, up) = device_state(&host.ns.name, "hd0");
             assert_eq!(
                 alias,

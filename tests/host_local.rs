@@ -11,9 +11,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-const VERSIONS: [&str; 7] = [
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
 const NO_NETNS: &str = "/run/netns/cnibox-host-local-test-does-not-exist";
 
 /// A unique temp directory used as `dataDir`, removed on drop.

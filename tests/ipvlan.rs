@@ -12,26 +12,6 @@ use common::*;
 use plugin_env::*;
 use single_iface::*;
 
-/// A host with the veth pair `iv0` (the parent, up) – `iv0p`, and a default route on iv0.
-fn host_with_parent(tag: &str) -> Host {
-    let host = Host::new(tag);
-    host.ns
-        .ip(&["link", "add", "iv0", "type", "veth", "peer", "name", "iv0p"]);
-    host.ns.ip(&["link", "set", "iv0", "up"]);
-    host.ns.ip(&["link", "set", "iv0p", "up"]);
-    host.ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "iv0"]);
-    host.ns.ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        "192.0.2.254",
-        "dev",
-        "iv0",
-    ]);
-    host
-}
-
 fn config(host: &Host, version: &str, network: &str) -> Value {
     json!({
         "cniVersion": version,
@@ -49,7 +29,7 @@ fn add_check_del_for_every_spec_version() {
     }
     every_spec_version(&VersionCase {
         plugin: "ipvlan",
-        host: &|| host_with_parent("iv-v"),
+        host: &|| host_with_parent("iv-v", "iv0"),
         conf: &|host, version| config(host, version, "ivv"),
         network: "ivv",
         addr: "10.73.0.2/24",
@@ -70,7 +50,7 @@ fn modes_mtu_and_check_of_the_mode() {
         return;
     }
     let dir = AppletDir::new();
-    let host = host_with_parent("iv-mode");
+    let host = host_with_parent("iv-mode", "iv0");
     let iv = Plugin::ours(&dir, &host, "ipvlan");
     for mode in ["l2", "l3", "l3s"] {
         let ctr = Netns::new("iv-modec");
@@ -115,7 +95,7 @@ fn chained_master_and_addresses_come_from_prev_result() {
         return;
     }
     let dir = AppletDir::new();
-    let host = host_with_parent("iv-ch");
+    let host = host_with_parent("iv-ch", "iv0");
     let iv = Plugin::ours(&dir, &host, "ipvlan");
     let ctr = Netns::new("iv-chc");
     let prev = json!({
@@ -166,7 +146,7 @@ fn master_defaults_to_the_default_route_link_and_can_live_in_the_container() {
         return;
     }
     let dir = AppletDir::new();
-    let host = host_with_parent("iv-def");
+    let host = host_with_parent("iv-def", "iv0");
     let iv = Plugin::ours(&dir, &host, "ipvlan");
     let ctr = Netns::new("iv-defc");
     let mut conf = config(&host, "1.0.0", "ivdef");
@@ -221,7 +201,7 @@ fn two_containers_on_one_parent_reach_each_other() {
     }
     let dir = AppletDir::new();
     for mode in ["l2", "l3"] {
-        let host = host_with_parent("iv-tr");
+        let host = host_with_parent("iv-tr", "iv0");
         let iv = Plugin::ours(&dir, &host, "ipvlan");
         let (a, b) = (Netns::new("iv-tra"), Netns::new("iv-trb"));
         let mut conf = config(&host, "1.0.0", "ivtr");
@@ -246,7 +226,7 @@ fn del_succeeds_whatever_is_already_gone() {
     }
     let dir = AppletDir::new();
     for gone in ALL_GONE {
-        let host = host_with_parent("iv-del");
+        let host = host_with_parent("iv-del", "iv0");
         let iv = Plugin::ours(&dir, &host, "ipvlan");
         del_survives(&iv, &host, &config(&host, "1.0.0", "ivdel"), "ivdel", gone);
     }
@@ -258,7 +238,7 @@ fn gc_and_status_delegate_to_ipam() {
         return;
     }
     let dir = AppletDir::new();
-    let host = host_with_parent("iv-gc");
+    let host = host_with_parent("iv-gc", "iv0");
     let iv = Plugin::ours(&dir, &host, "ipvlan");
     let conf = config(&host, "1.1.0", "ivgc");
     gc_and_status(&iv, &host, &conf, "ivgc", |cid| {

@@ -5,10 +5,6 @@ mod common;
 
 use common::*;
 
-const VERSIONS: [&str; 7] = [
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
-
 fn config(version: &str) -> Value {
     json!({"cniVersion": version, "name": "lo-test", "type": "loopback"})
 }

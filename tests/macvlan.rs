@@ -11,26 +11,6 @@ use common::*;
 use plugin_env::*;
 use single_iface::*;
 
-/// A host with the veth pair `mv0` (the parent, up) – `mv0p` (up), and a default route on mv0.
-fn host_with_parent(tag: &str) -> Host {
-    let host = Host::new(tag);
-    host.ns
-        .ip(&["link", "add", "mv0", "type", "veth", "peer", "name", "mv0p"]);
-    host.ns.ip(&["link", "set", "mv0", "up"]);
-    host.ns.ip(&["link", "set", "mv0p", "up"]);
-    host.ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "mv0"]);
-    host.ns.ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        "192.0.2.254",
-        "dev",
-        "mv0",
-    ]);
-    host
-}
-
 fn config(host: &Host, version: &str, network: &str) -> Value {
     json!({
         "cniVersion": version,
@@ -53,7 +33,7 @@ fn run_with_args(plugin: &Plugin, command: &str, ctr: &Netns, args: &str, conf: 
 fn add_check_del_for_every_spec_version() {
     every_spec_version(&VersionCase {
         plugin: "macvlan",
-        host: &|| host_with_parent("mv-v"),
+        host: &|| host_with_parent("mv-v", "mv0"),
         conf: &|host, version| config(host, version, "mvv"),
         network: "mvv",
         addr: "10.70.0.2/24",
@@ -75,7 +55,7 @@ fn add_check_del_for_every_spec_version() {
 #[test]
 fn modes_mtu_and_check_of_the_mode() {
     let dir = AppletDir::new();
-    let host = host_with_parent("mv-mode");
+    let host = host_with_parent("mv-mode", "mv0");
     let mv = Plugin::ours(&dir, &host, "macvlan");
     for mode in ["bridge", "private", "vepa", "passthru"] {
         let ctr = Netns::new("mv-modec");
@@ -140,7 +120,7 @@ fn modes_mtu_and_check_of_the_mode() {
 #[test]
 fn mac_from_key_cni_args_and_runtime_config_in_that_order() {
     let dir = AppletDir::new();
-    let host = host_with_parent("mv-mac");
+    let host = host_with_parent("mv-mac", "mv0");
     let mv = Plugin::ours(&dir, &host, "macvlan");
     let key = "02:00:00:00:00:0a";
     let arg = "02:00:00:00:00:0b";
@@ -201,7 +181,7 @@ fn mac_from_key_cni_args_and_runtime_config_in_that_order() {
 #[test]
 fn l2_only_without_ipam() {
     let dir = AppletDir::new();
-    let host = host_with_parent("mv-l2");
+    let host = host_with_parent("mv-l2", "mv0");
     let mv = Plugin::ours(&dir, &host, "macvlan");
     for version in ["0.3.1", "1.0.0", "1.1.0"] {
         let ctr = Netns::new("mv-l2c");
@@ -220,14 +200,7 @@ fn l2_only_without_ipam() {
         );
         assert!(addresses(&ctr.name, "eth0").is_empty());
         if version >= "0.4.0" {
-            mv.run(
-                "CHECK",
-                "ctr-l2",
-                ctr.path_str(),
-                "eth0",
-                &with_prev(&conf, &result),
-            )
-            .assert_success();
+            mv.run_with_prev("CHECK", ("ctr-l2", ctr.path_str(), "eth0"), &conf, &result);
         }
         mv.run("DEL", "ctr-l2", ctr.path_str(), "eth0", &conf)
             .assert_success();
@@ -251,7 +224,7 @@ fn l2_only_without_ipam() {
 #[test]
 fn master_defaults_to_the_default_route_link_and_can_live_in_the_container() {
     let dir = AppletDir::new();
-    let host = host_with_parent("mv-def");
+    let host = host_with_parent("mv-def", "mv0");
     // A second link, so that picking the first link by accident would be caught.
     host.ns
         .ip(&["link", "add", "aa0", "type", "veth", "peer", "name", "aa1"]);
@@ -288,14 +261,12 @@ fn master_defaults_to_the_default_route_link_and_can_live_in_the_container() {
     // `ip` names the parent when it is in the same namespace.
     let link = link_details(&ctr.name, "eth0");
     assert_eq!(link["link"], "up0", "{link}");
-    mv.run(
+    mv.run_with_prev(
         "CHECK",
-        "ctr-d",
-        ctr.path_str(),
-        "eth0",
-        &with_prev(&conf, &add.json()),
-    )
-    .assert_success();
+        ("ctr-d", ctr.path_str(), "eth0"),
+        &conf,
+        &add.json(),
+    );
     mv.run("DEL", "ctr-d", ctr.path_str(), "eth0", &conf)
         .assert_success();
     let mut left = links_of(&ctr.name);
@@ -307,7 +278,7 @@ fn master_defaults_to_the_default_route_link_and_can_live_in_the_container() {
 fn two_containers_on_one_parent_talk_in_bridge_mode_not_in_private_mode() {
     let dir = AppletDir::new();
     for mode in ["bridge", "private"] {
-        let host = host_with_parent("mv-tr");
+        let host = host_with_parent("mv-tr", "mv0");
         let mv = Plugin::ours(&dir, &host, "macvlan");
         let (a, b) = (Netns::new("mv-tra"), Netns::new("mv-trb"));
         let mut conf = config(&host, "1.0.0", "mvtr");
@@ -342,12 +313,12 @@ fn two_containers_on_one_parent_talk_in_bridge_mode_not_in_private_mode() {
 fn del_succeeds_whatever_is_already_gone() {
     let dir = AppletDir::new();
     for gone in ALL_GONE {
-        let host = host_with_parent("mv-del");
+        let host = host_with_parent("mv-del", "mv0");
         let mv = Plugin::ours(&dir, &host, "macvlan");
         del_survives(&mv, &host, &config(&host, "1.0.0", "mvdel"), "mvdel", gone);
     }
     // DEL does not need the master any more.
-    let host = host_with_parent("mv-del");
+    let host = host_with_parent("mv-del", "mv0");
     let mv = Plugin::ours(&dir, &host, "macvlan");
     let ctr = Netns::new("mv-delc");
     let conf = config(&host, "1.0.0", "mvdel");
@@ -362,7 +333,7 @@ fn del_succeeds_whatever_is_already_gone() {
 #[test]
 fn gc_and_status_delegate_to_ipam() {
     let dir = AppletDir::new();
-    let host = host_with_parent("mv-gc");
+    let host = host_with_parent("mv-gc", "mv0");
     let mv = Plugin::ours(&dir, &host, "macvlan");
     let conf = config(&host, "1.1.0", "mvgc");
     gc_and_status(&mv, &host, &conf, "mvgc", |cid| {
@@ -402,7 +373,7 @@ fn differential_against_go_macvlan() {
     for (mode, l3) in [("bridge", true), ("vepa", true), ("private", false)] {
         let mut seen = Vec::new();
         for go in [false, true] {
-            let host = host_with_parent(if go { "mv-go" } else { "mv-rs" });
+            let host = host_with_parent(if go { "mv-go" } else { "mv-rs" }, "mv0");
             let plugin = ours_or_go(&dir, &host, "macvlan", go);
             let ctr = Netns::new("mv-dc");
             let mut conf = json!({
@@ -412,11 +383,7 @@ fn differential_against_go_macvlan() {
                 "dns": {"nameservers": ["10.70.0.53"], "search": ["example"]},
             });
             if l3 {
-                conf["ipam"] = json!({
-                    "type": "host-local", "dataDir": host.data_dir(),
-                    "ranges": [[{"subnet": "10.70.0.0/24"}]],
-                    "routes": [{"dst": "10.80.0.0/16", "gw": "10.70.0.1"}],
-                });
+                conf["ipam"] = routed_ipam(&host, "10.70.0.0/24", "10.80.0.0/16", "10.70.0.1");
             }
             let add = plugin.run("ADD", "ctr-diff", ctr.path_str(), "eth0", &conf);
             add.assert_success();
@@ -435,24 +402,7 @@ fn differential_against_go_macvlan() {
                 "arp_notify": sysctl_in(&ctr.name, "net/ipv4/conf/eth0/arp_notify"),
                 "host_links": host.links_named(""),
             });
-            plugin
-                .run(
-                    "CHECK",
-                    "ctr-diff",
-                    ctr.path_str(),
-                    "eth0",
-                    &with_prev(&conf, &result),
-                )
-                .assert_success();
-            plugin
-                .run(
-                    "DEL",
-                    "ctr-diff",
-                    ctr.path_str(),
-                    "eth0",
-                    &with_prev(&conf, &result),
-                )
-                .assert_success();
+            plugin.check_and_del(("ctr-diff", ctr.path_str(), "eth0"), &conf, &result);
             assert!(links_of(&ctr.name).is_empty());
             seen.push(state);
         }
@@ -469,7 +419,7 @@ fn go_check_fails_on_a_route_without_gateway() {
     };
     let dir = AppletDir::new();
     for go in [true, false] {
-        let host = host_with_parent("mv-rt");
+        let host = host_with_parent("mv-rt", "mv0");
         let plugin = ours_or_go(&dir, &host, "macvlan", go);
         let ctr = Netns::new("mv-rtc");
         let mut conf = config(&host, "1.0.0", "mvrt");

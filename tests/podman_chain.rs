@@ -5,12 +5,11 @@
 //! 1.0.0, with HTTP through the port mapping from the host and, via hairpin, from a second
 //! container; everything of the containers gone after DEL. All inside throwaway namespaces.
 
+mod chain_env;
 mod common;
 mod plugin_env;
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
+use chain_env::*;
 use common::*;
 use plugin_env::*;
 
@@ -152,48 +151,6 @@ impl<'a> Driver<'a> {
     }
 }
 
-struct WebServer(Child, std::path::PathBuf);
-
-impl WebServer {
-    fn start(ns: &Netns, marker: &str) -> WebServer {
-        let dir = std::env::temp_dir().join(format!("cnibox-www-{}", ns.name));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("index.html"), marker).unwrap();
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", &ns.name, "busybox", "httpd", "-f", "-p", "80", "-h",
-            ])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("busybox httpd");
-        WebServer(child, dir)
-    }
-}
-
-impl Drop for WebServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-fn fetch(ns: &str, url: &str, attempts: usize) -> Option<String> {
-    for _ in 0..attempts {
-        let out = exec_in(
-            ns,
-            &["timeout", "3", "busybox", "wget", "-q", "-O", "-", url],
-        );
-        if out.status.success() {
-            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    None
-}
-
 fn podman_chain(version: &str) {
     let wanted = ["bridge", "portmap", "firewall", "tuning"];
     let have = applets();
@@ -225,7 +182,7 @@ fn podman_chain(version: &str) {
     assert_eq!(ra["ips"][0]["gateway"], "10.88.0.1", "{ra}");
 
     a.ip(&["link", "set", "lo", "up"]);
-    let _server = WebServer::start(&a, "podman web");
+    let _server = WebServer::start(&a.name, "podman web");
     assert!(
         fetch(&a.name, "http://127.0.0.1/", 10).is_some(),
         "server up"
@@ -244,13 +201,7 @@ fn podman_chain(version: &str) {
     );
     let rules = filter_and_nat(&host);
     assert!(rules.contains("CNI-DN-"), "{rules}");
-    let ip_a = ra["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip_a = result_addresses(&ra)[0].clone();
     assert!(
         rules.contains(&format!("-s {ip_a}/32 -j ACCEPT")),
         "{rules}"

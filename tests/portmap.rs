@@ -4,49 +4,20 @@
 //! DEL); no firewall command at all without mappings; stale UDP conntrack entries; GC;
 //! every spec version's pass-through; and interop with Debian's Go portmap.
 
+mod chain_env;
 mod common;
 mod plugin_env;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
+use chain_env::*;
 use common::*;
 use plugin_env::*;
 
-const VERSIONS: [&str; 7] = [
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
-
 /// A synthetic prevResult: `ip` on the sandboxed eth0 (no kernel state needed for rules).
 fn prev(version: &str, ips: &[&str]) -> Value {
-    if version < "0.3.0" {
-        let mut r = json!({"cniVersion": version, "dns": {}});
-        for ip in ips {
-            let key = if ip.contains(':') { "ip6" } else { "ip4" };
-            r[key] = json!({"ip": ip});
-        }
-        return r;
-    }
-    let list: Vec<Value> = ips
-        .iter()
-        .map(|ip| {
-            let mut v = json!({"address": ip, "interface": 1});
-            if version < "1.0.0" {
-                v["version"] = json!(if ip.contains(':') { "6" } else { "4" });
-            }
-            v
-        })
-        .collect();
-    let mut r = json!({
-        "cniVersion": version,
-        "interfaces": [{"name": "vethhost"}, {"name": "eth0", "sandbox": "/run/netns/none"}],
-        "ips": list,
-    });
-    if version < "1.0.0" {
-        r["dns"] = json!({});
-    }
-    r
+    synthetic_prev(version, ips, "vethhost")
 }
 
 fn conf(host: &Host, version: &str, backend: &str, mappings: Value, prev: &Value) -> Value {
@@ -100,62 +71,6 @@ fn nft_rules_with_comment(host: &Host, comment: &str) -> usize {
 }
 
 /// A busybox httpd serving `marker` on port 80 inside `ns`, killed on drop.
-struct WebServer {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl WebServer {
-    fn start(ns: &str, marker: &str) -> WebServer {
-        let dir = std::env::temp_dir().join(format!("cnibox-www-{ns}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("index.html"), marker).unwrap();
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", ns, "busybox", "httpd", "-f", "-p", "80", "-h",
-            ])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("busybox httpd");
-        WebServer { child, dir }
-    }
-}
-
-impl Drop for WebServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `wget` from `ns`; a few attempts while the server starts.
-fn fetch(ns: &str, url: &str) -> Option<String> {
-    for _ in 0..10 {
-        let out = exec_in(
-            ns,
-            &["timeout", "3", "busybox", "wget", "-q", "-O", "-", url],
-        );
-        if out.status.success() {
-            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    None
-}
-
-/// One quick attempt, for "must not work" checks.
-fn fetch_once(ns: &str, url: &str) -> bool {
-    exec_in(
-        ns,
-        &["timeout", "3", "busybox", "wget", "-q", "-O", "-", url],
-    )
-    .status
-    .success()
-}
-
 /// A ptp container in `host` (our ptp + host-local); returns its ADD result (1.0.0).
 fn ptp_container(dir: &AppletDir, host: &Host, ctr: &Netns, cid: &str) -> Value {
     let ptp = Plugin::ours(dir, host, "ptp");
@@ -194,7 +109,7 @@ fn traffic_through_mappings(backend: &str) {
     a.ip(&["link", "set", "lo", "up"]);
     let _web = WebServer::start(&a.name, "hello from a");
     assert!(
-        fetch(&a.name, "http://127.0.0.1:80/").is_some(),
+        fetch(&a.name, "http://127.0.0.1:80/", 10).is_some(),
         "server up"
     );
 
@@ -212,7 +127,7 @@ fn traffic_through_mappings(backend: &str) {
         &format!("http://{gw}:8080/"),
     ] {
         assert_eq!(
-            fetch(&host.ns.name, url).as_deref(),
+            fetch(&host.ns.name, url, 10).as_deref(),
             Some("hello from a"),
             "{backend}: host -> {url}"
         );
@@ -220,12 +135,12 @@ fn traffic_through_mappings(backend: &str) {
     // Hairpin: another container, and the container itself, through a host address.
     let gw_b = rb["ips"][0]["gateway"].as_str().unwrap();
     assert_eq!(
-        fetch(&b.name, &format!("http://{gw_b}:8080/")).as_deref(),
+        fetch(&b.name, &format!("http://{gw_b}:8080/"), 10).as_deref(),
         Some("hello from a"),
         "{backend}: second container"
     );
     assert_eq!(
-        fetch(&a.name, &format!("http://{gw}:8080/")).as_deref(),
+        fetch(&a.name, &format!("http://{gw}:8080/"), 10).as_deref(),
         Some("hello from a"),
         "{backend}: the container itself"
     );

@@ -8,10 +8,6 @@ mod plugin_env;
 use common::*;
 use plugin_env::*;
 
-const VERSIONS: [&str; 7] = [
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
-
 fn config(host: &Host, version: &str, name: &str, subnet: &str) -> Value {
     json!({
         "cniVersion": version,
@@ -118,18 +114,7 @@ fn add_check_del_for_every_spec_version() {
             );
         }
 
-        let del = ptp.run("DEL", "ctr-v", ctr.path_str(), "eth0", &conf);
-        del.assert_success();
-        assert!(del.stdout.is_empty(), "{del}");
-        assert!(host.links_named("veth").is_empty());
-        assert_eq!(
-            ip_json(&ctr.name, &["link", "show"])
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
-        assert_eq!(host.reservations("ptpv"), Vec::<String>::new());
+        del_leaves_no_veth(&ptp, &host, &ctr, &conf);
         ptp.run("DEL", "ctr-v", ctr.path_str(), "eth0", &conf)
             .assert_success();
     }
@@ -167,26 +152,17 @@ fn ip_masq_rules_follow_add_and_del_on_both_backends() {
         let ptp = Plugin::ours(&dir, &host, "ptp");
         let ctr = Netns::new("ptp-mqc");
         let conf = masq_config(&host, "ptpmasq", backend);
-        ptp.run("ADD", "ctr-mq", ctr.path_str(), "eth0", &conf)
-            .assert_success();
-        let want = (backend == "iptables", backend == "nftables");
-        assert_eq!(masq_present(&host, "ptpmasq", "ctr-mq"), want, "{backend}");
-        if backend == "iptables" {
-            let rules = host.nat_rules();
-            assert!(rules.contains("-A POSTROUTING -s 10.61.0.2/32"), "{rules}");
-            assert!(rules.contains("-A POSTROUTING -s fd61::2/128"), "{rules}");
-            assert!(rules.contains("! -d 224.0.0.0/4"), "{rules}");
-            assert!(rules.contains("! -d ff00::/8"), "{rules}");
-        } else {
-            assert_eq!(host.nft_masq_rules("id: ctr-mq").len(), 2);
-        }
-        ptp.run("DEL", "ctr-mq", ctr.path_str(), "eth0", &conf)
-            .assert_success();
-        assert_eq!(masq_present(&host, "ptpmasq", "ctr-mq"), (false, false));
-        assert!(
-            host.cni_nat_lines().is_empty(),
-            "{:?}",
-            host.cni_nat_lines()
+        masq_follows_add_and_del(
+            &ptp,
+            &host,
+            &ctr,
+            &conf,
+            &[
+                "-A POSTROUTING -s 10.61.0.2/32",
+                "-A POSTROUTING -s fd61::2/128",
+                "! -d 224.0.0.0/4",
+                "! -d ff00::/8",
+            ],
         );
     }
 }
@@ -251,23 +227,9 @@ fn bad_configs_fail_before_anything_is_left_behind() {
         assert!(out.json()["code"].as_u64().is_some(), "{out}");
     }
     // A netns that does not exist: IPAM is released again.
-    let out = ptp.run(
-        "ADD",
-        "ctr-bad",
-        "/run/netns/cnbt-no-such-ns",
-        "eth0",
-        &config(&host, "1.0.0", "ptpbad", "10.62.0.0/24"),
-    );
-    out.assert_failure();
-    assert!(
-        out.json()["msg"]
-            .as_str()
-            .unwrap()
-            .starts_with("failed to open netns"),
-        "{out}"
-    );
-    assert!(host.links_named("veth").is_empty());
-    assert_eq!(host.reservations("ptpbad"), Vec::<String>::new());
+    add_fails_leaving_nothing(&ptp, &host, "/run/netns/cnbt-no-such-ns", |m| {
+        m.starts_with("failed to open netns")
+    });
     assert_eq!(
         ip_json(&ctr.name, &["link", "show"])
             .as_array()
@@ -279,21 +241,18 @@ fn bad_configs_fail_before_anything_is_left_behind() {
     ctr.ip(&[
         "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
     ]);
-    let out = ptp.run(
-        "ADD",
-        "ctr-bad",
-        ctr.path_str(),
-        "eth0",
-        &config(&host, "1.0.0", "ptpbad", "10.62.0.0/24"),
-    );
+    add_fails_leaving_nothing(&ptp, &host, ctr.path_str(), |m| {
+        m.contains("already exists")
+    });
+}
+
+/// ADD of `ctr-bad` (network `ptpbad`) into `netns` fails with a message that `ok` accepts,
+/// and leaves no veth and no reservation behind.
+fn add_fails_leaving_nothing(ptp: &Plugin, host: &Host, netns: &str, ok: impl Fn(&str) -> bool) {
+    let conf = config(host, "1.0.0", "ptpbad", "10.62.0.0/24");
+    let out = ptp.run("ADD", "ctr-bad", netns, "eth0", &conf);
     out.assert_failure();
-    assert!(
-        out.json()["msg"]
-            .as_str()
-            .unwrap()
-            .contains("already exists"),
-        "{out}"
-    );
+    assert!(ok(out.json()["msg"].as_str().unwrap()), "{out}");
     assert!(host.links_named("veth").is_empty());
     assert_eq!(host.reservations("ptpbad"), Vec::<String>::new());
 }
@@ -311,31 +270,8 @@ fn gc_removes_masquerade_of_attachments_not_listed() {
     for backend in ["iptables", "nftables"] {
         let host = Host::new("ptp-gc");
         let ptp = Plugin::ours(&dir, &host, "ptp");
-        let (a, b) = (Netns::new("ptp-gca"), Netns::new("ptp-gcb"));
-        let mut conf = masq_config(&host, "ptpgc", backend);
-        conf["cniVersion"] = json!("1.1.0");
-        ptp.run("ADD", "ctr-keep", a.path_str(), "eth0", &conf)
-            .assert_success();
-        ptp.run("ADD", "ctr-stale", b.path_str(), "eth0", &conf)
-            .assert_success();
-        let mut gc = conf.clone();
-        gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-keep", "ifname": "eth0"}]);
-        let out = ptp.run_verb("GC", &gc);
-        out.assert_success();
-        let on = (backend == "iptables", backend == "nftables");
-        assert_eq!(masq_present(&host, "ptpgc", "ctr-keep"), on, "{backend}");
-        assert_eq!(
-            masq_present(&host, "ptpgc", "ctr-stale"),
-            (false, false),
-            "{backend}"
-        );
-        assert_eq!(
-            host.reservations("ptpgc"),
-            ["10.61.0.2", "fd61::2"],
-            "{backend}"
-        );
-        let status = ptp.run_verb("STATUS", &conf);
-        status.assert_success();
+        let conf = masq_config(&host, "ptpgc", backend);
+        gc_drops_masquerade_of_unlisted(&ptp, &host, "ptp-gc", &conf, &["10.61.0.2", "fd61::2"]);
     }
 }
 
@@ -403,23 +339,7 @@ fn differential_against_go_ptp() {
             });
             let keep = sysctl_in(&ctr.name, "net/ipv6/conf/eth0/keep_addr_on_down");
             assert_eq!(keep, if go { "0" } else { "1" }, "keep_addr_on_down");
-            let check = plugin.run(
-                "CHECK",
-                "ctr-diff",
-                ctr.path_str(),
-                "eth0",
-                &with_prev(&conf, &result),
-            );
-            check.assert_success();
-            plugin
-                .run(
-                    "DEL",
-                    "ctr-diff",
-                    ctr.path_str(),
-                    "eth0",
-                    &with_prev(&conf, &result),
-                )
-                .assert_success();
+            plugin.check_and_del(("ctr-diff", ctr.path_str(), "eth0"), &conf, &result);
             assert!(host.cni_nat_lines().is_empty(), "{}", host.nat_rules());
             seen.push(state);
         }
@@ -444,15 +364,7 @@ fn masquerade_rules_are_interchangeable_with_go() {
             let add = adder.run("ADD", "ctr-x", ctr.path_str(), "eth0", &conf);
             add.assert_success();
             assert_ne!(masq_present(&host, "ptpx", "ctr-x"), (false, false));
-            deleter
-                .run(
-                    "DEL",
-                    "ctr-x",
-                    ctr.path_str(),
-                    "eth0",
-                    &with_prev(&conf, &add.json()),
-                )
-                .assert_success();
+            deleter.run_with_prev("DEL", ("ctr-x", ctr.path_str(), "eth0"), &conf, &add.json());
             assert_eq!(
                 masq_present(&host, "ptpx", "ctr-x"),
                 (false, false),

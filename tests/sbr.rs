@@ -11,46 +11,31 @@
 //! * A table id with routes but no rule counts as used here; Go would reuse it.
 //! * The 1.0.0 result has no empty `dns` object (Debian's v1.1.1 library prints one).
 
+mod chain_env;
 mod common;
 mod plugin_env;
 
+use chain_env::*;
 use common::*;
 use plugin_env::*;
 
-const VERSIONS: [&str; 7] = [
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
-
-/// A host namespace with a veth pair `hv0` <-> `eth0` into a container namespace, where
-/// eth0 has 10.71.0.2/24 and fd71::2/64 with default routes and one more IPv4 route.
-struct Pair {
-    host: Host,
-    ctr: Netns,
-}
-
 impl Pair {
+    /// The pair where eth0 has 10.71.0.2/24 and fd71::2/64 with default routes and one more
+    /// IPv4 route.
     fn new(tag: &str) -> Pair {
-        let host = Host::new(&format!("{tag}-h"));
-        let ctr = Netns::new(&format!("{tag}-c"));
-        host.ns.ip(&[
-            "link", "add", "hv0", "type", "veth", "peer", "name", "eth0", "netns", &ctr.name,
-        ]);
-        host.ns.ip(&["link", "set", "hv0", "up"]);
-        for args in [
-            &["link", "set", "eth0", "up"][..],
-            &["addr", "add", "10.71.0.2/24", "dev", "eth0"],
-            &["addr", "add", "fd71::2/64", "dev", "eth0", "nodad"],
-            &["route", "add", "default", "via", "10.71.0.1"],
-            &["route", "add", "10.99.0.0/16", "via", "10.71.0.254"],
-            &["-6", "route", "add", "default", "via", "fd71::1"],
-        ] {
-            ctr.ip(args);
-        }
-        Pair { host, ctr }
-    }
-
-    fn netns(&self) -> &str {
-        self.ctr.path_str()
+        Pair::setup(
+            tag,
+            &[],
+            &[&["link", "set", "hv0", "up"]],
+            &[
+                &["link", "set", "eth0", "up"],
+                &["addr", "add", "10.71.0.2/24", "dev", "eth0"],
+                &["addr", "add", "fd71::2/64", "dev", "eth0", "nodad"],
+                &["route", "add", "default", "via", "10.71.0.1"],
+                &["route", "add", "10.99.0.0/16", "via", "10.71.0.254"],
+                &["-6", "route", "add", "default", "via", "fd71::1"],
+            ],
+        )
     }
 
     /// `(family, priority, src, table)` of the rules with a source.
@@ -352,9 +337,7 @@ fn del_succeeds_after_the_namespace_is_gone() {
     let conf = config("1.0.0", pair.netns());
     sbr.run("ADD", "ctr-g", pair.netns(), "eth0", &conf)
         .assert_success();
-    let path = pair.netns().to_string();
-    let Pair { host, ctr } = pair;
-    drop(ctr);
+    let (host, path) = pair.without_ctr();
     sbr.run("DEL", "ctr-g", &path, "eth0", &conf)
         .assert_success();
     assert!(!std::path::Path::new(&path).exists(), "DEL created {path}");
@@ -372,20 +355,13 @@ fn del_succeeds_after_the_namespace_is_gone() {
 
 #[test]
 fn chained_after_ptp() {
-    if !applets().iter().any(|a| a == "ptp") {
-        skip("the ptp chain", "cnibox has no ptp applet");
+    let Some(chain) = PtpChain::new("sbr-p", "sbr") else {
         return;
-    }
-    let dir = AppletDir::new();
-    let host = Host::new("sbr-p-h");
-    let ctr = Netns::new("sbr-p-c");
-    let ptp = Plugin::ours(&dir, &host, "ptp");
-    let sbr = Plugin::ours(&dir, &host, "sbr");
+    };
+    let (host, ctr, sbr) = (&chain.host, &chain.ctr, &chain.plugin);
     let ptp_conf = json!({"cniVersion": "1.0.0", "name": "sbr-ptp", "type": "ptp",
         "ipam": {"type": "host-local", "subnet": "10.73.0.0/24", "dataDir": host.data_dir()}});
-    let add = ptp.run("ADD", "ctr-p", ctr.path_str(), "eth0", &ptp_conf);
-    add.assert_success();
-    let prev = add.json();
+    let prev = chain.ptp_add("eth0", &ptp_conf);
     let addr = prev["ips"][0]["address"].as_str().unwrap().to_string();
     let ip = addr.split('/').next().unwrap();
     let conf = json!({"cniVersion": "1.0.0", "name": "sbr-ptp", "type": "sbr", "prevResult": prev});
@@ -435,14 +411,7 @@ fn chained_after_ptp() {
     sbr.run("DEL", "ctr-p", ctr.path_str(), "eth0", &conf)
         .assert_success();
     assert!(rules_of(&ctr.name).is_empty());
-    ptp.run(
-        "DEL",
-        "ctr-p",
-        ctr.path_str(),
-        "eth0",
-        &with_prev(&ptp_conf, &prev),
-    )
-    .assert_success();
+    chain.ptp_del("eth0", &ptp_conf, &prev);
 }
 
 #[test]
@@ -488,19 +457,9 @@ fn differential_against_the_go_sbr() {
         // A rule already using table 100, to see both pick the same next one.
         pair.ctr
             .ip(&["rule", "add", "from", "192.0.2.9", "lookup", "100"]);
-        let plugin = if go {
-            Plugin::go(&pair.host, "sbr").unwrap()
-        } else {
-            Plugin::ours(&dir, &pair.host, "sbr")
-        };
+        let plugin = Plugin::pick(go, &dir, &pair.host, "sbr").unwrap();
         let conf = config("1.0.0", pair.netns());
-        let add = plugin.run("ADD", "ctr-d", pair.netns(), "eth0", &conf);
-        add.assert_success();
-        let mut result = add.json();
-        if result["dns"] == json!({}) {
-            result.as_object_mut().unwrap().remove("dns");
-        }
-        result["interfaces"][1]["sandbox"] = json!("SANDBOX");
+        let result = pair.diff_add(&plugin, &conf);
         let after_add = (result, pair.rules(), pair.tables());
         plugin
             .run("DEL", "ctr-d", pair.netns(), "eth0", &conf)

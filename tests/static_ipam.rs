@@ -7,10 +7,6 @@ use std::path::Path;
 
 use common::*;
 
-const VERSIONS: [&str; 7] = [
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
-
 fn config(version: &str, ipam: Value) -> Value {
     let mut ipam = ipam;
     ipam["type"] = "static".into();

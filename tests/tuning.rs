@@ -19,36 +19,20 @@
 //!   upstream since), and its 1.0.0 results carry an empty `dns` object (ours omit it, as
 //!   libcni v1.3 does).
 
+mod chain_env;
 mod common;
 mod plugin_env;
 
 use std::path::{Path, PathBuf};
 
+use chain_env::*;
 use common::*;
 use plugin_env::*;
 
-const VERSIONS: [&str; 7] = [
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
-
-/// A host namespace with a veth pair `hv0` <-> `eth0` into a container namespace.
-struct Pair {
-    host: Host,
-    ctr: Netns,
-}
-
 impl Pair {
+    /// The pair, both ends down.
     fn new(tag: &str) -> Pair {
-        let host = Host::new(&format!("{tag}-h"));
-        let ctr = Netns::new(&format!("{tag}-c"));
-        host.ns.ip(&[
-            "link", "add", "hv0", "type", "veth", "peer", "name", "eth0", "netns", &ctr.name,
-        ]);
-        Pair { host, ctr }
-    }
-
-    fn netns(&self) -> &str {
-        self.ctr.path_str()
+        Pair::setup(tag, &[], &[], &[])
     }
 
     /// `ip -d link show eth0` in the container.
@@ -459,9 +443,7 @@ fn del_cleans_up_when_the_namespace_or_interface_is_gone() {
     tuning
         .run("ADD", "ctr-h", other.netns(), "eth0", &conf)
         .assert_success();
-    let path = other.netns().to_string();
-    let Pair { host: _h, ctr } = other;
-    drop(ctr);
+    let (_h, path) = other.without_ctr();
     tuning
         .run("DEL", "ctr-h", &path, "eth0", &conf)
         .assert_success();

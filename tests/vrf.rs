@@ -10,39 +10,30 @@
 //! the full-kernel VM lane (tests/vm/). The refusals and the DELs with nothing to undo run
 //! everywhere.
 
+mod chain_env;
 mod common;
 mod plugin_env;
 
+use chain_env::*;
 use common::*;
 use plugin_env::*;
 
 const VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
-/// A host namespace with a veth pair `hv0` <-> `eth0` into a container namespace. The host
-/// end has 10.81.0.1/24 and fd81::1/64; eth0 has 10.81.0.2/24 and fd81::2/64 with default
-/// routes via the host end, one more IPv4 route via a second gateway, and a second interface
-/// `eth1` (a veth pair inside the container) for the conflicts.
-struct Pair {
-    host: Host,
-    ctr: Netns,
-}
-
-impl Pair {
-    fn new(tag: &str) -> Pair {
-        let host = Host::new(&format!("{tag}-h"));
-        let ctr = Netns::new(&format!("{tag}-c"));
-        host.ns.ip(&[
-            "link", "add", "hv0", "type", "veth", "peer", "name", "eth0", "netns", &ctr.name,
-        ]);
-        for args in [
-            &["addr", "add", "10.81.0.1/24", "dev", "hv0"][..],
+/// The pair: the host end has 10.81.0.1/24 and fd81::1/64; eth0 has 10.81.0.2/24 and
+/// fd81::2/64 with default routes via the host end, one more IPv4 route via a second gateway,
+/// and a second interface `eth1` (a veth pair inside the container) for the conflicts.
+fn vrf_pair(tag: &str) -> Pair {
+    Pair::setup(
+        tag,
+        &[],
+        &[
+            &["addr", "add", "10.81.0.1/24", "dev", "hv0"],
             &["addr", "add", "fd81::1/64", "dev", "hv0", "nodad"],
             &["link", "set", "hv0", "up"],
-        ] {
-            host.ns.ip(args);
-        }
-        for args in [
-            &["link", "set", "lo", "up"][..],
+        ],
+        &[
+            &["link", "set", "lo", "up"],
             &["link", "set", "eth0", "up"],
             &["addr", "add", "10.81.0.2/24", "dev", "eth0"],
             &["addr", "add", "fd81::2/64", "dev", "eth0", "nodad"],
@@ -52,15 +43,8 @@ impl Pair {
             &[
                 "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
             ],
-        ] {
-            ctr.ip(args);
-        }
-        Pair { host, ctr }
-    }
-
-    fn netns(&self) -> &str {
-        self.ctr.path_str()
-    }
+        ],
+    )
 }
 
 fn prev_result(version: &str, sandbox: &str) -> Value {
@@ -176,7 +160,7 @@ fn msg(out: &Output) -> String {
 #[test]
 fn refusals_and_dels_with_nothing_to_undo() {
     let dir = AppletDir::new();
-    let pair = Pair::new("vrf-r");
+    let pair = vrf_pair("vrf-r");
     let vrf = Plugin::ours(&dir, &pair.host, "vrf");
     let prev = prev_result("1.0.0", pair.netns());
 
@@ -237,9 +221,7 @@ fn refusals_and_dels_with_nothing_to_undo() {
         assert!(del.stdout.is_empty(), "{del}");
     }
     vrf.run("DEL", "ctr-r", "", "eth0", &conf).assert_success();
-    let path = pair.netns().to_string();
-    let Pair { host, ctr } = pair;
-    drop(ctr);
+    let (host, path) = pair.without_ctr();
     vrf.run("DEL", "ctr-r", &path, "eth0", &conf)
         .assert_success();
     assert!(!std::path::Path::new(&path).exists(), "DEL created {path}");
@@ -255,7 +237,7 @@ fn add_check_del_for_every_spec_version() {
     }
     let dir = AppletDir::new();
     for version in VERSIONS {
-        let pair = Pair::new("vrf-v");
+        let pair = vrf_pair("vrf-v");
         let ns = pair.ctr.name.clone();
         let vrf = Plugin::ours(&dir, &pair.host, "vrf");
         let conf = config(version, "blue", Some(prev_result(version, pair.netns())));
@@ -321,7 +303,7 @@ fn traffic_leaves_through_the_vrf_table() {
         return;
     }
     let dir = AppletDir::new();
-    let pair = Pair::new("vrf-t");
+    let pair = vrf_pair("vrf-t");
     let ns = pair.ctr.name.clone();
     let vrf = Plugin::ours(&dir, &pair.host, "vrf");
     let conf = config("1.0.0", "blue", Some(prev_result("1.0.0", pair.netns())));
@@ -342,17 +324,12 @@ fn chained_after_ptp_two_interfaces_share_a_vrf() {
     if !require_link_kind("vrf") {
         return;
     }
-    if !applets().iter().any(|a| a == "ptp") {
-        skip("the ptp chain", "cnibox has no ptp applet");
+    let Some(chain) = PtpChain::new("vrf-p", "vrf") else {
         return;
-    }
-    let dir = AppletDir::new();
-    let host = Host::new("vrf-p-h");
-    let ctr = Netns::new("vrf-p-c");
+    };
+    let (host, ctr, vrf) = (&chain.host, &chain.ctr, &chain.plugin);
     let ns = ctr.name.clone();
     let netns = ctr.path_str().to_string();
-    let ptp = Plugin::ours(&dir, &host, "ptp");
-    let vrf = Plugin::ours(&dir, &host, "vrf");
     let ptp0 = json!({"cniVersion": "1.0.0", "name": "vrf-ptp0", "type": "ptp",
         "ipam": {"type": "host-local", "dataDir": host.data_dir(),
                  "ranges": [[{"subnet": "10.82.0.0/24"}], [{"subnet": "fd82::/64"}]],
@@ -362,9 +339,7 @@ fn chained_after_ptp_two_interfaces_share_a_vrf() {
                  "routes": [{"dst": "10.201.0.0/16"}]}});
     let mut prevs = Vec::new();
     for (ifname, ptp_conf, table) in [("eth0", &ptp0, Some(1234)), ("eth1", &ptp1, None)] {
-        let add = ptp.run("ADD", "ctr-p", &netns, ifname, ptp_conf);
-        add.assert_success();
-        let prev = add.json();
+        let prev = chain.ptp_add(ifname, ptp_conf);
         let mut conf = config("1.0.0", "red", Some(prev.clone()));
         if let Some(table) = table {
             conf["table"] = json!(table);
@@ -431,8 +406,7 @@ fn chained_after_ptp_two_interfaces_share_a_vrf() {
     vrf.run("DEL", "ctr-p", &netns, "eth0", conf0)
         .assert_success();
     for (ifname, ptp_conf, _, prev) in prevs.iter().rev() {
-        ptp.run("DEL", "ctr-p", &netns, ifname, &with_prev(ptp_conf, prev))
-            .assert_success();
+        chain.ptp_del(ifname, ptp_conf, prev);
     }
 }
 
@@ -442,7 +416,7 @@ fn del_is_idempotent_when_things_are_gone() {
         return;
     }
     let dir = AppletDir::new();
-    let pair = Pair::new("vrf-i");
+    let pair = vrf_pair("vrf-i");
     let ns = pair.ctr.name.clone();
     let vrf = Plugin::ours(&dir, &pair.host, "vrf");
     let conf = config("1.1.0", "blue", Some(prev_result("1.1.0", pair.netns())));
@@ -468,7 +442,7 @@ fn del_is_idempotent_when_things_are_gone() {
         .assert_success();
 
     // The VRF went first.
-    let pair = Pair::new("vrf-j");
+    let pair = vrf_pair("vrf-j");
     let conf = config("1.1.0", "blue", Some(prev_result("1.1.0", pair.netns())));
     vrf.run("ADD", "ctr-j", pair.netns(), "eth0", &conf)
         .assert_success();
@@ -478,9 +452,7 @@ fn del_is_idempotent_when_things_are_gone() {
     // And the namespace.
     vrf.run("ADD", "ctr-j", pair.netns(), "eth0", &conf)
         .assert_success();
-    let path = pair.netns().to_string();
-    let Pair { host, ctr } = pair;
-    drop(ctr);
+    let (host, path) = pair.without_ctr();
     vrf.run("DEL", "ctr-j", &path, "eth0", &conf)
         .assert_success();
     drop(host);
@@ -492,7 +464,7 @@ fn tables_are_picked_and_conflicts_refused() {
         return;
     }
     let dir = AppletDir::new();
-    let pair = Pair::new("vrf-c");
+    let pair = vrf_pair("vrf-c");
     let ns = pair.ctr.name.clone();
     let vrf = Plugin::ours(&dir, &pair.host, "vrf");
     // Table 1 belongs to another VRF, table 2 holds a route, a rule names table 3.
@@ -562,21 +534,11 @@ fn differential_against_the_go_vrf() {
     let dir = AppletDir::new();
     let mut seen = Vec::new();
     for go in [false, true] {
-        let pair = Pair::new(if go { "vrf-dg" } else { "vrf-do" });
+        let pair = vrf_pair(if go { "vrf-dg" } else { "vrf-do" });
         let ns = pair.ctr.name.clone();
-        let plugin = if go {
-            Plugin::go(&pair.host, "vrf").unwrap()
-        } else {
-            Plugin::ours(&dir, &pair.host, "vrf")
-        };
+        let plugin = Plugin::pick(go, &dir, &pair.host, "vrf").unwrap();
         let conf = config("1.0.0", "blue", Some(prev_result("1.0.0", pair.netns())));
-        let add = plugin.run("ADD", "ctr-d", pair.netns(), "eth0", &conf);
-        add.assert_success();
-        let mut result = add.json();
-        if result["dns"] == json!({}) {
-            result.as_object_mut().unwrap().remove("dns");
-        }
-        result["interfaces"][1]["sandbox"] = json!("SANDBOX");
+        let result = pair.diff_add(&plugin, &conf);
         let after_add = (
             result,
             master_of(&ns, "eth0"),

@@ -29,6 +29,11 @@ pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where Debian's containernetworking-plugins installs the Go reference plugins.
 pub const GO_PLUGIN_DIR: &str = "/usr/lib/cni";
 
+/// Every CNI spec version, oldest first.
+pub const VERSIONS: [&str; 7] = [
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
+
 const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -715,68 +720,27 @@ pub fn require_vm_lane() -> bool {
 /// if !common::require_link_kind("vlan") { return; }
 /// ```
 pub fn require_link_kind(kind: &str) -> bool {
-    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<String>>();
-    let parent = s(&[
-        "link",
-        "add",
-        "cnbprobe-p",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "cnbprobe-q",
-    ]);
+    let s = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<String>>()
+    };
+    let parent = s("link add cnbprobe-p type veth peer name cnbprobe-q");
+    let on_parent = |ty: &str| {
+        vec![
+            parent.clone(),
+            s(&format!(
+                "link add link cnbprobe-p name cnbprobe0 type {ty}"
+            )),
+        ]
+    };
     let cmds = match kind {
-        "vlan" => vec![
-            parent,
-            s(&[
-                "link",
-                "add",
-                "link",
-                "cnbprobe-p",
-                "name",
-                "cnbprobe0",
-                "type",
-                "vlan",
-                "id",
-                "5",
-            ]),
-        ],
-        "macvlan" | "macvtap" | "ipvlan" | "ipvtap" => vec![
-            parent,
-            s(&[
-                "link",
-                "add",
-                "link",
-                "cnbprobe-p",
-                "name",
-                "cnbprobe0",
-                "type",
-                kind,
-            ]),
-        ],
-        "vrf" => vec![s(&[
-            "link",
-            "add",
-            "cnbprobe0",
-            "type",
-            "vrf",
-            "table",
-            "10",
-        ])],
-        "veth" => vec![parent],
-        "vxlan" => vec![s(&[
-            "link",
-            "add",
-            "cnbprobe0",
-            "type",
-            "vxlan",
-            "id",
-            "42",
-            "dstport",
-            "4789",
-        ])],
-        _ => vec![s(&["link", "add", "cnbprobe0", "type", kind])],
+        "vlan" => on_parent("vlan id 5"),
+        "macvlan" | "macvtap" | "ipvlan" | "ipvtap" => on_parent(kind),
+        "vrf" => vec![s("link add cnbprobe0 type vrf table 10")],
+        "veth" => vec![parent.clone()],
+        "vxlan" => vec![s("link add cnbprobe0 type vxlan id 42 dstport 4789")],
+        _ => vec![s(&format!("link add cnbprobe0 type {kind}"))],
     };
     let result = probe_cached(&format!("link kind {kind}"), || {
         probe_in_netns("probe", &cmds)

@@ -260,6 +260,26 @@ impl Plugin {
             .run()
     }
 
+    /// `command` (CHECK, DEL) of attachment `cid` with its ADD result `result` as
+    /// prevResult, asserting success.
+    pub fn run_with_prev(
+        &self,
+        command: &str,
+        (cid, netns, ifname): (&str, &str, &str),
+        conf: &Value,
+        result: &Value,
+    ) {
+        self.run(command, cid, netns, ifname, &with_prev(conf, result))
+            .assert_success();
+    }
+
+    /// CHECK, then DEL, of attachment `cid` with its ADD result `result` as prevResult, both
+    /// asserted to succeed.
+    pub fn check_and_del(&self, at: (&str, &str, &str), conf: &Value, result: &Value) {
+        self.run_with_prev("CHECK", at, conf, result);
+        self.run_with_prev("DEL", at, conf, result);
+    }
+
     /// Go's plugin when `go` (None if it is not installed), else ours.
     pub fn pick(go: bool, dir: &AppletDir, host: &Host, name: &str) -> Option<Plugin> {
         if go {
@@ -526,4 +546,99 @@ pub fn dual_stack_pair(
             .assert_success();
     }
     assert!(host.links_named("veth").is_empty());
+}
+
+/// The `name` of a network config.
+fn network_of(conf: &Value) -> &str {
+    conf["name"].as_str().expect("network name")
+}
+
+/// ADD of `ctr-mq` with `conf` (`ipMasq` on the `ipMasqBackend` iptables or nftables) adds
+/// the masquerade rules, the iptables ones containing each of `rules`; DEL removes them all.
+pub fn masq_follows_add_and_del(
+    plugin: &Plugin,
+    host: &Host,
+    ctr: &Netns,
+    conf: &Value,
+    rules: &[&str],
+) {
+    let backend = conf["ipMasqBackend"].as_str().expect("ipMasqBackend");
+    let network = network_of(conf);
+    plugin
+        .run("ADD", "ctr-mq", ctr.path_str(), "eth0", conf)
+        .assert_success();
+    let want = (backend == "iptables", backend == "nftables");
+    assert_eq!(masq_present(host, network, "ctr-mq"), want, "{backend}");
+    if backend == "iptables" {
+        let nat = host.nat_rules();
+        for rule in rules {
+            assert!(nat.contains(rule), "{rule:?} not in {nat}");
+        }
+    } else {
+        assert_eq!(host.nft_masq_rules("id: ctr-mq").len(), 2);
+    }
+    plugin
+        .run("DEL", "ctr-mq", ctr.path_str(), "eth0", conf)
+        .assert_success();
+    assert_eq!(masq_present(host, network, "ctr-mq"), (false, false));
+    assert!(
+        host.cni_nat_lines().is_empty(),
+        "{:?}",
+        host.cni_nat_lines()
+    );
+}
+
+/// With `conf` (`ipMasq` on the `ipMasqBackend`) at spec 1.1.0: ADD of `ctr-keep` and
+/// `ctr-stale` (in namespaces `<tag>a`, `<tag>b`), then GC listing only `ctr-keep` leaves its
+/// masquerade rules and its reservations `kept`, and drops the other's; STATUS succeeds.
+pub fn gc_drops_masquerade_of_unlisted(
+    plugin: &Plugin,
+    host: &Host,
+    tag: &str,
+    conf: &Value,
+    kept: &[&str],
+) {
+    let backend = conf["ipMasqBackend"].as_str().expect("ipMasqBackend");
+    let network = network_of(conf);
+    let (a, b) = (
+        Netns::new(&format!("{tag}a")),
+        Netns::new(&format!("{tag}b")),
+    );
+    let mut conf = conf.clone();
+    conf["cniVersion"] = json!("1.1.0");
+    plugin
+        .run("ADD", "ctr-keep", a.path_str(), "eth0", &conf)
+        .assert_success();
+    plugin
+        .run("ADD", "ctr-stale", b.path_str(), "eth0", &conf)
+        .assert_success();
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-keep", "ifname": "eth0"}]);
+    plugin.run_verb("GC", &gc).assert_success();
+    let on = (backend == "iptables", backend == "nftables");
+    assert_eq!(masq_present(host, network, "ctr-keep"), on, "{backend}");
+    assert_eq!(
+        masq_present(host, network, "ctr-stale"),
+        (false, false),
+        "{backend}"
+    );
+    assert_eq!(host.reservations(network), kept, "{backend}");
+    plugin.run_verb("STATUS", &conf).assert_success();
+}
+
+/// DEL of `ctr-v` (a veth plugin's `eth0` in `ctr`) succeeds with no output and leaves no veth
+/// in `host`, only `lo` in `ctr` and no reservation of the network.
+pub fn del_leaves_no_veth(plugin: &Plugin, host: &Host, ctr: &Netns, conf: &Value) {
+    let del = plugin.run("DEL", "ctr-v", ctr.path_str(), "eth0", conf);
+    del.assert_success();
+    assert!(del.stdout.is_empty(), "{del}");
+    assert!(host.links_named("veth").is_empty());
+    assert_eq!(
+        ip_json(&ctr.name, &["link", "show"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(host.reservations(network_of(conf)), Vec::<String>::new());
 }

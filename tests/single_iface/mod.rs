@@ -8,13 +8,41 @@ use std::time::Duration;
 use super::common::*;
 use super::plugin_env::*;
 
-pub const VERSIONS: [&str; 7] = [
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
+/// A host with the veth pair `<parent>` (the parent, up, 192.0.2.1/24) – `<parent>p` (up),
+/// and a default route on the parent.
+pub fn host_with_parent(tag: &str, parent: &str) -> Host {
+    let host = Host::new(tag);
+    let peer = format!("{parent}p");
+    host.ns
+        .ip(&["link", "add", parent, "type", "veth", "peer", "name", &peer]);
+    host.ns.ip(&["link", "set", parent, "up"]);
+    host.ns.ip(&["link", "set", &peer, "up"]);
+    host.ns.ip(&["addr", "add", "192.0.2.1/24", "dev", parent]);
+    host.ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.0.2.254",
+        "dev",
+        parent,
+    ]);
+    host
+}
 
 /// A host-local `ipam` section for `subnet` in `host`'s data dir.
 pub fn host_local(host: &Host, subnet: &str) -> Value {
     json!({"type": "host-local", "subnet": subnet, "dataDir": host.data_dir()})
+}
+
+/// The host-local `ipam` section of the differential runs: one range `subnet` and one route
+/// to `dst` via `gw`.
+pub fn routed_ipam(host: &Host, subnet: &str, dst: &str, gw: &str) -> Value {
+    json!({
+        "type": "host-local", "dataDir": host.data_dir(),
+        "ranges": [[{"subnet": subnet}]],
+        "routes": [{"dst": dst, "gw": gw}],
+    })
 }
 
 /// Checks the shape of an ADD result of a single-interface plugin for `version`: the legacy

@@ -512,9 +512,21 @@ impl Invocation {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
+        // A wrapper script just written by this test can be briefly "text file busy" when
+        // another test thread forks while holding its write descriptor: retry as libcni does.
+        let mut attempts = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(26) && attempts < 50 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                spawned => {
+                    break spawned
+                        .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
+                }
+            }
+        };
 
         let mut stdin = child.stdin.take().expect("child stdin");
         let input = self.stdin.clone();

@@ -8,7 +8,6 @@
 //! the caller, in the plugin's own namespace.
 
 // bridge (and later macvlan, ipvlan, vlan, ...) use the parts ptp does not.
-#![allow(dead_code)]
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

@@ -6,7 +6,6 @@
 //! in the wrong namespace is never reused.
 
 // The named-netns half of this API is used by the tests now and by upcoming plugins.
-#![allow(dead_code)]
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -23,6 +22,7 @@ use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::stat::fstat;
 use nix::sys::statfs::{NSFS_MAGIC, PROC_SUPER_MAGIC, statfs};
 
+#[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
 /// Where iproute2 keeps named namespaces; `ip netns list` reads this directory.
 const NETNS_RUN_DIR: &str = "/run/netns";
 
@@ -38,6 +38,7 @@ pub enum NetnsError {
     NotFound(PathBuf),
     /// The path exists but is not a network namespace.
     NotNetns(PathBuf),
+    #[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
     /// A namespace name that would escape `/run/netns` or is empty.
     InvalidName(String),
     Io {
@@ -129,10 +130,6 @@ impl NetNs {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The namespace descriptor, e.g. for `IFLA_NET_NS_FD`.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
@@ -170,6 +167,7 @@ impl NetNs {
     }
 }
 
+#[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
 /// Creates a persistent namespace `/run/netns/NAME`, exactly like `ip netns add NAME`.
 pub fn create_named(name: &str) -> Result<PathBuf, NetnsError> {
     let path = named_path(name)?;
@@ -190,6 +188,7 @@ pub fn create_named(name: &str) -> Result<PathBuf, NetnsError> {
     Ok(path)
 }
 
+#[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
 /// Removes `/run/netns/NAME` like `ip netns del NAME`. A missing namespace is not an error.
 pub fn delete_named(name: &str) -> Result<(), NetnsError> {
     let path = named_path(name)?;
@@ -206,6 +205,7 @@ pub fn delete_named(name: &str) -> Result<(), NetnsError> {
     }
 }
 
+#[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
 fn named_path(name: &str) -> Result<PathBuf, NetnsError> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(NetnsError::InvalidName(name.to_string()));
@@ -213,6 +213,7 @@ fn named_path(name: &str) -> Result<PathBuf, NetnsError> {
     Ok(Path::new(NETNS_RUN_DIR).join(name))
 }
 
+#[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
 /// Makes `/run/netns` exist and be a shared mount, so that namespaces mounted here later also
 /// show up in other mount namespaces (iproute2's `netns_add` does the same).
 fn prepare_run_dir() -> Result<(), NetnsError> {
@@ -253,6 +254,7 @@ fn prepare_run_dir() -> Result<(), NetnsError> {
     make_shared().map_err(|e| NetnsError::io(format!("make {NETNS_RUN_DIR} shared"), e))
 }
 
+#[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
 /// Creates a namespace on a throwaway thread and pins it by bind-mounting it onto `target`.
 fn bind_new_netns(target: &Path) -> Result<(), NetnsError> {
     let what = format!("create network namespace {}", target.display());

@@ -97,7 +97,9 @@ pub struct Message {
 #[derive(Debug, Clone, Copy)]
 pub enum Arg<'a> {
     Str(&'a str),
+    #[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
     Bool(bool),
+    #[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
     U32(u32),
 }
 
@@ -413,6 +415,7 @@ impl Bus {
         }
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
     /// Answers a method call (for a service; used by the tests' fake firewalld).
     pub fn reply(&mut self, to: &Message, args: &[Arg]) -> io::Result<u32> {
         let fields = [
@@ -422,6 +425,7 @@ impl Bus {
         self.send(METHOD_RETURN, &fields, args)
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
     /// Answers a method call with an error.
     pub fn reply_error(&mut self, to: &Message, name: &str, text: &str) -> io::Result<u32> {
         let fields = [

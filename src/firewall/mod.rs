@@ -12,7 +12,6 @@
 //! processes, which inherit it.
 
 // bridge and ptp are the callers; they land after this layer.
-#![allow(dead_code)]
 
 pub mod filter;
 pub mod firewalld;

@@ -28,8 +28,6 @@ use crate::cni::{CniError, CniResult};
 pub(super) const TOP_DNAT: &str = "CNI-HOSTPORT-DNAT";
 const SETMARK: &str = "CNI-HOSTPORT-SETMARK";
 const MASQ: &str = "CNI-HOSTPORT-MASQ";
-/// Entry chain of the per-container `CNI-SN-` chains of old versions, still torn down.
-const OLD_TOP_SNAT: &str = "CNI-HOSTPORT-SNAT";
 
 /// A chain with its rules and the rules in other chains that jump to it.
 #[derive(Debug, Clone, PartialEq, Eq)]

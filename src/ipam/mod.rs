@@ -2,7 +2,6 @@
 
 // The main plugins (bridge, ptp, macvlan, ...) are its callers; until they land, the unit
 // tests below `delegate` exercise it against scripts and the Go host-local.
-#![allow(dead_code)]
 
 mod delegate;
 

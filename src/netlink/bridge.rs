@@ -34,6 +34,7 @@ const RTEXT_FILTER_BRVLAN: u32 = 1 << 1;
 /// `NLA_F_NESTED`: the kernel's bridge code wants it on `IFLA_PROTINFO`.
 const NLA_F_NESTED: u16 = 1 << 15;
 
+#[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
 /// The flags of a bridge port, read from the port's `IFLA_INFO_SLAVE_DATA`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BridgePort {
@@ -83,6 +84,7 @@ impl Netlink {
         self.ack(&op, Rtm::Newlink, NlmF::CREATE | NlmF::EXCL, req)
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
     /// Whether the bridge `index` filters by VLAN; None if it is not a bridge or says nothing.
     pub fn bridge_vlan_filtering(&self, index: u32) -> Result<Option<bool>, NetlinkError> {
         let op = format!("get bridge options of link {index}");
@@ -116,6 +118,7 @@ impl Netlink {
         self.ack(&op, Rtm::Newlink, NlmF::empty(), req)
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
     /// The bridge-port flags of link `index`; None if it is not a bridge port (or is gone).
     pub fn bridge_port(&self, index: u32) -> Result<Option<BridgePort>, NetlinkError> {
         let op = format!("get bridge port flags of link {index}");
@@ -242,6 +245,7 @@ impl Netlink {
     }
 }
 
+#[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
 /// The payload of `IFLA_LINKINFO`'s member `which`, parsed.
 fn info_nest(
     msg: &Ifinfomsg,

@@ -11,6 +11,7 @@ pub const VETH_INFO_PEER: u16 = 1;
 pub const RTAX_MTU: u16 = 2;
 pub const RTAX_ADVMSS: u16 = 8;
 
+#[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
 /// `linux/if_addr.h`: the full 32-bit flags live in `IFA_FLAGS`; `ifa_flags` keeps 8 bits.
 pub const IFA_F_NODAD: u32 = 0x02;
 

@@ -60,6 +60,7 @@ impl<'a> LinkSpec<'a> {
 #[derive(Debug)]
 pub enum LinkKind<'a> {
     Veth(VethPeer<'a>),
+    #[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
     Bridge,
     /// A macvlan on link `parent` (an index in the namespace the link is created from).
     Macvlan(Macvlan),

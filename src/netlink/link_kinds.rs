@@ -53,6 +53,7 @@ impl MacvlanMode {
         }
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
     pub fn from_name(name: &str) -> Option<MacvlanMode> {
         Self::ALL.into_iter().find(|m| m.name() == name)
     }

@@ -8,7 +8,6 @@
 //! the error without it) and runs a thread per socket. The request loop here is small.
 
 // The typed API is for the plugins that come next; not every call has a user yet.
-#![allow(dead_code)]
 
 mod addr;
 mod attr;
@@ -38,29 +37,17 @@ use neli::types::{Buffer, GenlBuffer};
 use neli::utils::Groups;
 use neli::{FromBytes, FromBytesWithInput, Size, ToBytes};
 
-// Re-exported for the upcoming plugins, which are their first users.
-#[allow(unused_imports)]
 pub use addr::{Address, Family};
-#[allow(unused_imports)]
-pub use bridge::{BridgePort, BridgeVlan, PortSettings};
-#[allow(unused_imports)]
+pub use bridge::{BridgeVlan, PortSettings};
 pub use consts::{RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN};
-#[allow(unused_imports)]
 pub use link::{Link, LinkKind, LinkSpec, VethPeer, format_mac};
-#[allow(unused_imports)]
-pub use link_flags::{LinkFlag, LinkFlags};
-#[allow(unused_imports)]
+pub use link_flags::LinkFlag;
 pub use link_kinds::{Ipvlan, IpvlanMode, LinkDetails, Macvlan, MacvlanMode, Vlan};
-#[allow(unused_imports)]
 pub use route::Route;
-#[allow(unused_imports)]
 pub use route_table::TableRoute;
-#[allow(unused_imports)]
 pub use rule::Rule;
-#[allow(unused_imports)]
 pub use tc::{
-    ETH_P_ALL, Filter, INGRESS_HANDLE, Qdisc, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR, Tbf,
-    tc_handle,
+    ETH_P_ALL, INGRESS_HANDLE, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR, Tbf, tc_handle,
 };
 
 use attr::CodecError;
@@ -92,12 +79,9 @@ impl NetlinkError {
         self.errno
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
     pub fn extack(&self) -> Option<&str> {
         self.extack.as_deref()
-    }
-
-    pub fn op(&self) -> &str {
-        &self.op
     }
 
     fn kernel(op: &str, errno: i32, extack: Option<String>) -> Self {

@@ -33,8 +33,7 @@ pub struct TableRoute {
     pub gateway: Option<IpAddr>,
     pub oif: Option<u32>,
     pub table: u32,
-    /// `rtm_scope`, `rtm_protocol` (`RTPROT_KERNEL` is 2) and `rtm_type` (`RTN_UNICAST` is 1).
-    pub scope: u8,
+    /// `rtm_protocol` (`RTPROT_KERNEL` is 2) and `rtm_type` (`RTN_UNICAST` is 1).
     pub protocol: u8,
     pub route_type: u8,
     msg: Rtmsg,
@@ -164,7 +163,6 @@ fn parse(msg: Rtmsg) -> Result<Option<TableRoute>, CodecError> {
         gateway: attr::find(attrs, Rta::Gateway).and_then(attr::to_ip),
         oif: attr::find(attrs, Rta::Oif).and_then(attr::to_u32),
         table: table_of(&msg),
-        scope: u8::from(*msg.rtm_scope()),
         protocol: u8::from(*msg.rtm_protocol()),
         route_type: u8::from(*msg.rtm_type()),
         msg,

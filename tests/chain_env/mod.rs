@@ -37,7 +37,26 @@ impl Pair {
         for args in ctr_cmds {
             ctr.ip(args);
         }
-        Pair { host, ctr }
+        let pair = Pair { host, ctr };
+        pair.wait_for_link_local_route();
+        pair
+    }
+
+    /// The kernel adds `eth0`'s IPv6 link-local route a moment after the link comes up (long
+    /// moments under the VM lane's emulation); plugins run after a main plugin that waited.
+    fn wait_for_link_local_route(&self) {
+        let has_route = || {
+            ip_json(&self.ctr.name, &["-6", "route", "show", "dev", "eth0"])
+                .as_array()
+                .is_some_and(|routes| routes.iter().any(|r| r["dst"] == "fe80::/64"))
+        };
+        let link_up = ip_json(&self.ctr.name, &["link", "show", "eth0"])[0]["flags"]
+            .as_array()
+            .is_some_and(|flags| flags.iter().any(|f| f == "UP"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while link_up && !has_route() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// CNI_NETNS of the container.

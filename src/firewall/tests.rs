@@ -135,19 +135,25 @@ fn net(text: &str) -> IpNetwork {
 
 /// SHA-512 hex from coreutils, independent of ours.
 fn coreutils_sha512(text: &str) -> String {
-    let mut child = Command::new("sha512sum")
+    let out = run_with_stdin(&mut Command::new("sha512sum"), text);
+    String::from_utf8(out.stdout).unwrap()[..128].to_string()
+}
+
+/// Runs `command` with `input` on its stdin and collects its output.
+fn run_with_stdin(command: &mut Command, input: &str) -> Output {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     child
         .stdin
         .take()
         .unwrap()
-        .write_all(text.as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap()[..128].to_string()
+    child.wait_with_output().unwrap()
 }
 
 fn expected_chain(network: &str, cid: &str) -> String {
@@ -786,25 +792,16 @@ fn go_bridge(command: &str, host: &TestNs, container: &TestNs, cid: &str, conf: 
         Path::new(GO_BRIDGE).exists(),
         "{GO_BRIDGE} is not installed"
     );
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &host.name, GO_BRIDGE])
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", cid)
-        .env("CNI_NETNS", container.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    run_with_stdin(
+        Command::new("ip")
+            .args(["netns", "exec", &host.name, GO_BRIDGE])
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", cid)
+            .env("CNI_NETNS", container.path())
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni"),
+        conf,
+    )
 }
 
 #[test]

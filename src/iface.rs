@@ -17,7 +17,8 @@ use ipnetwork::IpNetwork;
 use crate::cni::result::{Interface, IpConfig, Route as ResultRoute};
 use crate::cni::{CniError, CniOutput, CniResult};
 use crate::netlink::{
-    Family, Link, LinkDetails, LinkKind, LinkSpec, Netlink, NetlinkError, Route, VethPeer,
+    Family, IFA_F_DADFAILED, IFA_F_TENTATIVE, Link, LinkDetails, LinkKind, LinkSpec, Netlink,
+    NetlinkError, Route, VethPeer,
 };
 use crate::netns::NetNs;
 use crate::sysctl;
@@ -29,10 +30,6 @@ const VETH_NAME_ATTEMPTS: usize = 10;
 /// gateway, and how often it looks.
 const DAD_SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 const DAD_SETTLE_INTERVAL: Duration = Duration::from_millis(50);
-
-/// `linux/if_addr.h`
-const IFA_F_DADFAILED: u32 = 0x08;
-const IFA_F_TENTATIVE: u32 = 0x40;
 
 /// RFC 2863 operational state "up" (`IF_OPER_UP`).
 pub const OPER_UP: u8 = 6;

@@ -11,9 +11,14 @@ pub const VETH_INFO_PEER: u16 = 1;
 pub const RTAX_MTU: u16 = 2;
 pub const RTAX_ADVMSS: u16 = 8;
 
-#[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
 /// `linux/if_addr.h`: the full 32-bit flags live in `IFA_FLAGS`; `ifa_flags` keeps 8 bits.
 pub const IFA_F_NODAD: u32 = 0x02;
+pub const IFA_F_DADFAILED: u32 = 0x08;
+pub const IFA_F_TENTATIVE: u32 = 0x40;
+
+/// `linux/rtnetlink.h`: route types and the protocol of routes the kernel adds itself.
+pub const RTN_UNICAST: u8 = 1;
+pub const RTPROT_KERNEL: u8 = 2;
 
 pub const RT_TABLE_UNSPEC: u32 = 0;
 pub const RT_TABLE_MAIN: u32 = 254;

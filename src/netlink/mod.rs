@@ -39,7 +39,10 @@ use neli::{FromBytes, FromBytesWithInput, Size, ToBytes};
 
 pub use addr::{Address, Family};
 pub use bridge::{BridgeVlan, PortSettings};
-pub use consts::{RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN};
+pub use consts::{
+    IFA_F_DADFAILED, IFA_F_NODAD, IFA_F_TENTATIVE, RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE,
+    RT_TABLE_MAIN, RTN_UNICAST, RTPROT_KERNEL,
+};
 pub use link::{Link, LinkKind, LinkSpec, VethPeer, format_mac};
 pub use link_flags::LinkFlag;
 pub use link_kinds::{Ipvlan, IpvlanMode, LinkDetails, Macvlan, MacvlanMode, Vlan};

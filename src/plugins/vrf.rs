@@ -47,8 +47,8 @@ use serde::Deserialize;
 use crate::cni::{Applet, CniError, CniOutput, CniResult, Request};
 use crate::iface::in_netns;
 use crate::netlink::{
-    Address, Family, LinkKind, LinkSpec, Netlink, NetlinkError, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
-    TableRoute,
+    Address, Family, IFA_F_DADFAILED, IFA_F_NODAD, IFA_F_TENTATIVE, LinkKind, LinkSpec, Netlink,
+    NetlinkError, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN, RTN_UNICAST, RTPROT_KERNEL, TableRoute,
 };
 use crate::plugins::shared::{self, null_default};
 
@@ -60,13 +60,6 @@ pub const APPLET: Applet = Applet {
 
 const NO_PREV_RESULT: &str = "missing prevResult from earlier plugin";
 
-/// `linux/if_addr.h`.
-const IFA_F_NODAD: u32 = 0x02;
-const IFA_F_DADFAILED: u32 = 0x08;
-const IFA_F_TENTATIVE: u32 = 0x40;
-/// `linux/rtnetlink.h`.
-const RTN_UNICAST: u8 = 1;
-const RTPROT_KERNEL: u8 = 2;
 /// `default`, `main` and `local`: never a VRF's table.
 const RESERVED_TABLES: [u32; 3] = [253, 254, 255];
 

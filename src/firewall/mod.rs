@@ -19,7 +19,6 @@ mod iptables;
 mod macspoof;
 mod nftables;
 pub mod portmap;
-mod portmap_conntrack;
 mod portmap_iptables;
 mod portmap_nftables;
 

@@ -8,15 +8,16 @@
 //! * `nftables` (see `portmap_nftables`): table `cni_hostport` in families `ip` and `ip6`,
 //!   every per-container rule commented with the container ID.
 //!
-//! Stale UDP conntrack entries are deleted over netlink (`portmap_conntrack`).
+//! Stale UDP conntrack entries are deleted over netlink (`netlink::conntrack`).
 
 use std::path::Path;
 
 use ipnetwork::IpNetwork;
 
-use super::{Errors, MasqBackend, Tools, missing_binary, portmap_conntrack};
+use super::{Errors, MasqBackend, Tools, missing_binary};
 use super::{portmap_iptables, portmap_nftables};
 use crate::cni::{CniError, CniResult};
+use crate::netlink::conntrack;
 
 /// One entry of `runtimeConfig.portMappings`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
@@ -160,11 +161,9 @@ pub fn gc(network: &str, keep: &[String], stale_nft: &[String]) -> CniResult<()>
 /// flows recorded before the DNAT rules existed do not keep bypassing them.
 pub fn delete_udp_conntrack(ports: &[u16], v6: bool) -> CniResult<usize> {
     let family = if v6 { libc::AF_INET6 } else { libc::AF_INET } as u8;
-    portmap_conntrack::delete_by_dst_ports(family, portmap_conntrack::PROTO_UDP, ports).map_err(
-        |e| {
-            CniError::internal(format!(
-                "error deleting connection tracking state for protocol: 17 Ports: {ports:?}, error: {e}"
-            ))
-        },
-    )
+    conntrack::delete_by_dst_ports(family, conntrack::PROTO_UDP, ports).map_err(|e| {
+        CniError::internal(format!(
+            "error deleting connection tracking state for protocol: 17 Ports: {ports:?}, error: {e}"
+        ))
+    })
 }

@@ -12,6 +12,7 @@
 mod addr;
 mod attr;
 mod bridge;
+pub mod conntrack;
 mod consts;
 mod link;
 mod link_flags;

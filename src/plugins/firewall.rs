@@ -259,21 +259,11 @@ fn record_name(req: &Request) -> String {
 }
 
 fn write_record(dir: &Path, name: &str, record: &Record) -> CniResult<()> {
-    let fail = |e: std::io::Error| {
-        CniError::internal(format!(
-            "failed to record the firewall rules in {}: {e}",
-            dir.display()
-        ))
-    };
-    fs::create_dir_all(dir).map_err(fail)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let text = serde_json::to_string(record).map_err(CniError::internal)?;
-    fs::write(&tmp, text).map_err(fail)?;
-    fs::rename(&tmp, dir.join(name)).map_err(fail)
+    shared::write_record(dir, name, "firewall rules", record)
 }
 
 fn read_record(dir: &Path, name: &str) -> Option<Record> {
-    serde_json::from_str(&fs::read_to_string(dir.join(name)).ok()?).ok()
+    shared::read_record(dir, name)
 }
 
 /// GC: the rules of recorded attachments of this network that are not valid any more, except

@@ -25,7 +25,6 @@
 //!   table instead of a kernel route lookup.
 
 use std::fs;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -253,24 +252,11 @@ fn record_path(dir: &Path, container_id: &str) -> PathBuf {
 }
 
 fn write_record(dir: &Path, container_id: &str, record: &Record) -> CniResult<()> {
-    let fail = |e: std::io::Error| {
-        CniError::internal(format!(
-            "failed to record the port mappings in {}: {e}",
-            dir.display()
-        ))
-    };
-    fs::create_dir_all(dir).map_err(fail)?;
-    let path = record_path(dir, container_id);
-    let tmp = dir.join(format!(".{container_id}.tmp"));
-    let text = serde_json::to_string(record).map_err(CniError::internal)?;
-    let mut file = fs::File::create(&tmp).map_err(fail)?;
-    file.write_all(text.as_bytes()).map_err(fail)?;
-    fs::rename(&tmp, &path).map_err(fail)
+    shared::write_record(dir, container_id, "port mappings", record)
 }
 
 fn read_record(dir: &Path, container_id: &str) -> Option<Record> {
-    let text = fs::read_to_string(record_path(dir, container_id)).ok()?;
-    serde_json::from_str(&text).ok()
+    shared::read_record(dir, container_id)
 }
 
 fn backend_named(name: &str) -> Option<MasqBackend> {

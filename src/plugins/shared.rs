@@ -2,8 +2,11 @@
 //! netns and IPAM steps with their reference error texts, masquerade set-up and teardown, and
 //! the addresses a DEL can still learn when the link is gone.
 
+use std::path::Path;
+
 use ipnetwork::IpNetwork;
-use serde::{Deserialize, Deserializer};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::cni::result::{Dns, Interface};
@@ -433,4 +436,26 @@ impl Notify {
         arp: true,
         ndisc: true,
     };
+}
+
+/// Writes the per-attachment record a chained plugin keeps so that DEL and GC can undo ADD
+/// without being given ADD's arguments again; atomically, through a temp file and rename.
+/// `what` names the recorded state in the error ("port mappings", "firewall rules").
+pub fn write_record<T: Serialize>(dir: &Path, name: &str, what: &str, record: &T) -> CniResult<()> {
+    let fail = |e: std::io::Error| {
+        CniError::internal(format!(
+            "failed to record the {what} in {}: {e}",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let text = serde_json::to_string(record).map_err(CniError::internal)?;
+    std::fs::write(&tmp, text).map_err(fail)?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(fail)
+}
+
+/// The record `name` in `dir`; None when it is missing or unreadable.
+pub fn read_record<T: DeserializeOwned>(dir: &Path, name: &str) -> Option<T> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(name)).ok()?).ok()
 }

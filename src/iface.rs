@@ -3,8 +3,8 @@
 //! configuring an interface from an IPAM result (the reference's `ipam.ConfigureIface`), link
 //! teardown that reports the addresses it removed, and the CHECK helpers.
 //!
-//! Everything that acts in the container runs through [`in_netns`]: a fresh thread that enters
-//! the namespace and opens its own netlink socket there. The host side uses a socket opened by
+//! Everything that acts in the container runs through [`in_netns`], which enters the namespace
+//! and opens a netlink socket there. The host side uses a socket opened by
 //! the caller, in the plugin's own namespace.
 
 // bridge (and later macvlan, ipvlan, vlan, ...) use the parts ptp does not.
@@ -35,10 +35,7 @@ const DAD_SETTLE_INTERVAL: Duration = Duration::from_millis(50);
 pub const OPER_UP: u8 = 6;
 
 /// Runs `work` in the namespace `ns` with a netlink socket opened there.
-pub fn in_netns<T: Send>(
-    ns: &NetNs,
-    work: impl FnOnce(&Netlink) -> CniResult<T> + Send,
-) -> CniResult<T> {
+pub fn in_netns<T>(ns: &NetNs, work: impl FnOnce(&Netlink) -> CniResult<T>) -> CniResult<T> {
     ns.run(|| {
         let nl = Netlink::open().map_err(CniError::internal)?;
         work(&nl)

@@ -43,8 +43,8 @@ impl TestNs {
         format!("/run/netns/{}", self.name)
     }
 
-    /// Runs `f` on a thread inside this namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+    /// Runs `f` inside this namespace.
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
         NetNs::open(self.path()).unwrap().run(f).unwrap()
     }
 

@@ -11,7 +11,7 @@ use crate::netns::tests::ScratchNetns;
 
 /// Runs `f` with a netlink socket opened inside `scratch`. Refuses to run anywhere else, so
 /// a broken `NetNs::run` fails the tests instead of rewiring the machine's own network.
-pub(crate) fn in_ns<T: Send>(scratch: &ScratchNetns, f: impl FnOnce(&Netlink) -> T + Send) -> T {
+pub(crate) fn in_ns<T>(scratch: &ScratchNetns, f: impl FnOnce(&Netlink) -> T) -> T {
     scratch
         .ns
         .run(|| {

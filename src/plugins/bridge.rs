@@ -770,8 +770,7 @@ fn del(req: &Request) -> CniResult<()> {
     // node). What does not need the link's addresses runs meanwhile: the IPAM release, and
     // the spoof check and masquerade rules, which are found by name (the masquerade teardown
     // takes the families from `prevResult`, or looks in both).
-    // The link is the longer path, so this thread takes it (it enters the namespace through
-    // one more thread); the rest gets a thread of its own.
+    // The link is the longer path, so this thread takes it; the rest gets a thread of its own.
     let (link, rest) = std::thread::scope(|scope| {
         let rest = scope.spawn(|| release(req, &conf));
         (delete_link(req, &conf), rest.join())

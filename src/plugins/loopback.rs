@@ -23,10 +23,7 @@ fn open_netns(path: &str) -> Result<NetNs, NetnsError> {
     NetNs::open(path)
 }
 
-fn in_netns<T: Send>(
-    path: &str,
-    work: impl FnOnce(&mut Netlink) -> CniResult<T> + Send,
-) -> CniResult<T> {
+fn in_netns<T>(path: &str, work: impl FnOnce(&mut Netlink) -> CniResult<T>) -> CniResult<T> {
     let netns = open_netns(path).map_err(CniError::internal)?;
     netns
         .run(|| {

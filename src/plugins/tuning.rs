@@ -407,10 +407,7 @@ fn write_backup(dir: &Path, path: &Path, backup: &Backup) -> CniResult<()> {
 
 // ------------------------------------------------------------------ verbs
 
-fn in_container<T: Send>(
-    req: &Request,
-    work: impl FnOnce(&Netlink) -> CniResult<T> + Send,
-) -> CniResult<T> {
+fn in_container<T>(req: &Request, work: impl FnOnce(&Netlink) -> CniResult<T>) -> CniResult<T> {
     let ns = crate::plugins::shared::open_netns(&req.env.netns)?;
     in_netns(&ns, work)
 }

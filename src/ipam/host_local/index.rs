@@ -10,25 +10,35 @@
 //! `last_reserved_ip.*` file (which every Go ADD rewrites). Any difference means someone else
 //! changed the directory: the next lookup reads every file once and rebuilds the buckets.
 //!
-//! Crash safety: the stamp is voided before the first change of an operation and written again
-//! only after the buckets are, so an interrupted operation leaves no valid stamp (a torn stamp
-//! matches nothing; after a power loss the boot ID differs). Files are rewritten in place: on
-//! ext4 a new inode or a rename over a file costs far more than the whole rest of an ADD.
+//! Crash safety: the stamp is voided (its start overwritten with `void`) before the first change
+//! of an operation and written again only after the buckets are, so an interrupted operation
+//! leaves no valid stamp (a torn stamp matches nothing; after a power loss the boot ID differs).
+//! Files are rewritten in place: on ext4 a new inode or a rename over a file costs far more than
+//! the whole rest of an ADD. The stamp and the buckets read stay open from their reading to their
+//! rewriting.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::{AsFd, OwnedFd};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{Mode, fstat, fstatat};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat, mkdirat};
 
-use super::store::{Holder, Holding, LAST_RESERVED_PREFIX, overwrite, read_limited};
+use super::store::{
+    Holder, Holding, LAST_RESERVED_PREFIX, errno, file_size, open_dir, open_regular, overwrite,
+    read_to_limit, rewrite,
+};
 
 /// The hidden directory under `dataDir` holding one index directory per network.
 const INDEX_DIR: &str = ".cnibox";
 const STAMP: &str = "stamp";
 const STAMP_VERSION: &str = "cnibox-host-local-index 1";
+/// What a voided stamp starts with.
+const VOID: &[u8] = b"void\n";
 const BUCKETS: usize = 256;
 const SMALL: u64 = 64 * 1024;
 const BUCKET_LIMIT: u64 = 64 * 1024 * 1024;
@@ -58,14 +68,42 @@ enum State {
     Trusted,
 }
 
+/// The stamp file as opening the index found it.
+enum Stamp {
+    /// None yet: voiding it needs nothing, the commit creates it.
+    Missing,
+    /// Open for reading and writing, so that voiding and rewriting it reopen nothing.
+    Open(OpenFile),
+    /// Something that cannot be opened as a regular file: the index cannot be kept current.
+    Unusable,
+}
+
+/// What this operation knows of one `last_reserved_ip.*` file.
+struct LastFile {
+    /// Its stamp line; `None` once rewritten here, until the commit looks at it again.
+    line: Option<String>,
+    /// What it holds (empty if not a readable regular file), for the allocator.
+    content: Vec<u8>,
+}
+
+/// A file as read, kept open to be rewritten in place; `size` is its length now.
+struct OpenFile {
+    file: File,
+    size: u64,
+}
+
 pub struct Index {
     dir: Option<OwnedFd>,
+    stamp: Stamp,
     state: State,
     /// Buckets read or rebuilt in this operation.
     buckets: BTreeMap<usize, Vec<Holding>>,
+    bucket_files: BTreeMap<usize, OpenFile>,
     dirty: BTreeSet<usize>,
     /// The `last_reserved_ip.*` names the stamp fingerprints.
     lasts: BTreeSet<String>,
+    /// The `last_reserved_ip.*` files looked at or written in this operation, by name.
+    last_files: BTreeMap<String, LastFile>,
     stamp_voided: bool,
 }
 
@@ -75,17 +113,33 @@ impl Index {
     pub fn open(data_dir: &Path, network: &str, net_dir: &OwnedFd, set_count: usize) -> Index {
         let mut index = Index {
             dir: open_index_dir(data_dir, network).ok(),
+            stamp: Stamp::Missing,
             state: State::Disabled,
             buckets: BTreeMap::new(),
+            bucket_files: BTreeMap::new(),
             dirty: BTreeSet::new(),
             lasts: BTreeSet::new(),
+            last_files: BTreeMap::new(),
             stamp_voided: false,
         };
         let Some(dir) = &index.dir else {
             return index;
         };
         index.state = State::Stale;
-        let Ok(stamp) = read_limited(dir, STAMP, SMALL) else {
+        let stamp = match open_regular(dir, STAMP, OFlag::O_RDWR) {
+            Ok((file, st)) => {
+                let size = file_size(&st);
+                let text = read_to_limit(&file, size, SMALL);
+                index.stamp = Stamp::Open(OpenFile { file, size });
+                text
+            }
+            Err(Errno::ENOENT) => return index,
+            Err(_) => {
+                index.stamp = Stamp::Unusable;
+                return index;
+            }
+        };
+        let Ok(stamp) = stamp else {
             return index;
         };
         let Ok(stamp) = String::from_utf8(stamp) else {
@@ -103,7 +157,16 @@ impl Index {
                 && fstatat(net_dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
                     != Err(Errno::ENOENT)
         });
-        if !unknown_last_exists && fingerprint(net_dir, &lasts).as_deref() == Some(stamp.as_str()) {
+        if unknown_last_exists {
+            return index;
+        }
+        for name in &lasts {
+            match look_at_last(net_dir, name) {
+                Some(found) => index.last_files.insert(name.clone(), found),
+                None => return index,
+            };
+        }
+        if index.fingerprint(net_dir, &lasts).as_deref() == Some(stamp.as_str()) {
             index.state = State::Trusted;
             index.lasts = lasts;
         }
@@ -156,13 +219,20 @@ impl Index {
     }
 
     fn void_stamp(&mut self) -> nix::Result<()> {
-        let Some(dir) = &self.dir else { return Ok(()) };
-        if !self.stamp_voided {
-            match overwrite(dir, STAMP, b"void\n", false) {
-                Ok(()) | Err(Errno::ENOENT) => self.stamp_voided = true,
-                Err(e) => return Err(e),
-            }
+        if self.dir.is_none() || self.stamp_voided {
+            return Ok(());
         }
+        match &mut self.stamp {
+            // A stamp starting so matches no fingerprint. The rest stays: truncating the file to
+            // nothing would free its block, and ext4 flushes a file rewritten after that on close.
+            Stamp::Open(stamp) => {
+                stamp.file.write_all_at(VOID, 0).map_err(errno)?;
+                stamp.size = stamp.size.max(VOID.len() as u64);
+            }
+            Stamp::Missing => {}
+            Stamp::Unusable => return Err(Errno::EINVAL),
+        }
+        self.stamp_voided = true;
         Ok(())
     }
 
@@ -186,9 +256,22 @@ impl Index {
         }
     }
 
-    /// `last_reserved_ip.<N>` was (re)written.
-    pub fn wrote_last(&mut self, name: &str) {
+    /// `last_reserved_ip.<N>` was (re)written with `content`.
+    pub fn wrote_last(&mut self, name: &str, content: &[u8]) {
         self.lasts.insert(name.to_string());
+        self.last_files.insert(
+            name.to_string(),
+            LastFile {
+                line: None,
+                content: content.to_vec(),
+            },
+        );
+    }
+
+    /// The content of `last_reserved_ip.*` file `name` when this operation has seen it (empty
+    /// when it was missing or unreadable): under the lock it is still that.
+    pub fn known_last(&self, name: &str) -> Option<&[u8]> {
+        self.last_files.get(name).map(|f| f.content.as_slice())
     }
 
     /// Something does not match what the index said: rebuild next time.
@@ -209,7 +292,6 @@ impl Index {
         }
         let Some(dir) = &self.dir else { return };
         for bucket in &self.dirty {
-            let name = bucket_name(*bucket);
             let text: String = self
                 .buckets
                 .get(bucket)
@@ -217,15 +299,70 @@ impl Index {
                 .flatten()
                 .map(line)
                 .collect();
-            // An empty bucket that has no file needs none.
-            match overwrite(dir, &name, text.as_bytes(), !text.is_empty()) {
+            let written = match self.bucket_files.get(bucket) {
+                Some(OpenFile { file, size }) => rewrite(file, *size, text.as_bytes()),
+                // An empty bucket that has no file needs none.
+                None => overwrite(
+                    dir,
+                    &bucket_name(*bucket),
+                    text.as_bytes(),
+                    !text.is_empty(),
+                ),
+            };
+            match written {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(_) => return,
             }
         }
-        if let Some(stamp) = fingerprint(net_dir, &self.lasts) {
-            let _ = overwrite(dir, STAMP, stamp.as_bytes(), true);
+        let Some(stamp) = self.fingerprint(net_dir, &self.lasts) else {
+            return;
+        };
+        match &self.stamp {
+            Stamp::Open(OpenFile { file, size }) => {
+                let _ = rewrite(file, *size, stamp.as_bytes());
+            }
+            Stamp::Missing => {
+                let _ = overwrite(dir, STAMP, stamp.as_bytes(), true);
+            }
+            // Voiding it failed, so the commit stopped above.
+            Stamp::Unusable => {}
         }
+    }
+
+    /// What the stamp records about the data directory and its `lasts` now; `None` if it cannot
+    /// be read. A `last_reserved_ip.*` file looked at before in this operation is described as it
+    /// was then: under the lock only this operation changes it, and notes what it wrote.
+    fn fingerprint(&self, net_dir: &OwnedFd, lasts: &BTreeSet<String>) -> Option<String> {
+        let st = fstat(net_dir.as_fd()).ok()?;
+        let mut text = format!(
+            "{STAMP_VERSION}\nboot {}\ndir {} {} {}.{} {}.{}\n",
+            boot_id(),
+            st.st_dev,
+            st.st_ino,
+            st.st_mtime,
+            st.st_mtime_nsec,
+            st.st_ctime,
+            st.st_ctime_nsec
+        );
+        for name in lasts {
+            let line = match self.last_files.get(name) {
+                Some(LastFile {
+                    line: Some(line), ..
+                }) => line.clone(),
+                // Rewritten here: its metadata changed, its content is what was written.
+                Some(LastFile {
+                    line: None,
+                    content,
+                }) => match fstatat(net_dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) => last_line(name, &st, content),
+                    Err(Errno::ENOENT) => absent_line(name),
+                    Err(_) => return None,
+                },
+                None => look_at_last(net_dir, name)?.line?,
+            };
+            text.push_str(&line);
+        }
+        Some(text)
     }
 
     /// A bucket's lines, read on first use; `None` (and the index distrusted) when unusable.
@@ -234,10 +371,13 @@ impl Index {
             return None;
         }
         if !self.buckets.contains_key(&bucket) {
-            let lines = self.dir.as_ref().and_then(|d| read_bucket(d, bucket));
-            match lines {
-                Some(lines) => {
+            let read = self.dir.as_ref().and_then(|d| read_bucket(d, bucket));
+            match read {
+                Some((lines, file)) => {
                     self.buckets.insert(bucket, lines);
+                    if let Some(file) = file {
+                        self.bucket_files.insert(bucket, file);
+                    }
                 }
                 None => {
                     self.state = State::Stale;
@@ -249,22 +389,27 @@ impl Index {
     }
 }
 
+/// Opens `<dataDir>/.cnibox/<network>`, creating what is missing, never through a symlink.
 fn open_index_dir(data_dir: &Path, network: &str) -> nix::Result<OwnedFd> {
-    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let data = nix::fcntl::open(
-        data_dir,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut parent = data;
-    for component in [INDEX_DIR, network] {
-        match nix::sys::stat::mkdirat(&parent, component, Mode::from_bits_truncate(0o700)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(e),
+    let top = open_or_make_dir(AT_FDCWD, &data_dir.join(INDEX_DIR))?;
+    open_or_make_dir(top.as_fd(), network)
+}
+
+/// Opens directory `path` in `parent`, creating it (mode 0700) first only if it is missing.
+fn open_or_make_dir<P: ?Sized + nix::NixPath>(
+    parent: BorrowedFd,
+    path: &P,
+) -> nix::Result<OwnedFd> {
+    match open_dir(parent, path) {
+        Err(Errno::ENOENT) => {
+            match mkdirat(parent, path, Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+            open_dir(parent, path)
         }
-        parent = openat(&parent, component, dir_flags, Mode::empty())?;
+        opened => opened,
     }
-    Ok(parent)
 }
 
 /// Lines hold whitespace-separated fields: names and owners with whitespace cannot be indexed.
@@ -280,14 +425,20 @@ fn line(h: &Holding) -> String {
     }
 }
 
-fn read_bucket(dir: &OwnedFd, bucket: usize) -> Option<Vec<Holding>> {
-    let bytes = match read_limited(dir, &bucket_name(bucket), BUCKET_LIMIT) {
-        Ok(bytes) => bytes,
-        Err(Errno::ENOENT) => return Some(Vec::new()),
+/// A bucket's lines and its file (none when it has none); `None` when it cannot be used.
+fn read_bucket(dir: &OwnedFd, bucket: usize) -> Option<(Vec<Holding>, Option<OpenFile>)> {
+    let (file, bytes) = match open_regular(dir, &bucket_name(bucket), OFlag::O_RDWR) {
+        Ok((file, st)) => {
+            let bytes = read_to_limit(&file, file_size(&st), BUCKET_LIMIT).ok()?;
+            (file, bytes)
+        }
+        Err(Errno::ENOENT) => return Some((Vec::new(), None)),
         Err(_) => return None,
     };
+    let size = bytes.len() as u64;
     let text = String::from_utf8(bytes).ok()?;
-    text.lines()
+    let lines = text
+        .lines()
         .map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
             let (name, id, ifname) = match fields[..] {
@@ -304,41 +455,68 @@ fn read_bucket(dir: &OwnedFd, bucket: usize) -> Option<Vec<Holding>> {
             };
             (indexable(&holding) && bucket_of(id) == bucket).then_some(holding)
         })
-        .collect()
+        .collect::<Option<Vec<Holding>>>()?;
+    Some((lines, Some(OpenFile { file, size })))
 }
 
-/// What the stamp records about the data directory now; `None` if it cannot be read.
-fn fingerprint(net_dir: &OwnedFd, lasts: &BTreeSet<String>) -> Option<String> {
-    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let st = fstat(net_dir.as_fd()).ok()?;
-    let mut text = format!(
-        "{STAMP_VERSION}\nboot {}\ndir {} {} {}.{} {}.{}\n",
-        boot_id.trim(),
-        st.st_dev,
+/// This boot's ID, read once per process.
+fn boot_id() -> &'static str {
+    static BOOT_ID: OnceLock<String> = OnceLock::new();
+    BOOT_ID.get_or_init(|| {
+        // One read: the kernel hands out the whole 37-byte line at once.
+        let mut line = [0; 64];
+        let path = "/proc/sys/kernel/random/boot_id";
+        let read = openat(
+            AT_FDCWD,
+            path,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|fd| nix::unistd::read(&fd, &mut line));
+        let text = read.ok().and_then(|n| std::str::from_utf8(&line[..n]).ok());
+        text.unwrap_or_default().trim().to_string()
+    })
+}
+
+fn last_line(name: &str, st: &FileStat, content: &[u8]) -> String {
+    format!(
+        "last {name} {} {} {}.{} {:016x}\n",
         st.st_ino,
+        st.st_size,
         st.st_mtime,
         st.st_mtime_nsec,
-        st.st_ctime,
-        st.st_ctime_nsec
-    );
-    for name in lasts {
-        match fstatat(net_dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => {
-                let content = read_limited(net_dir, name, SMALL).unwrap_or_default();
-                text.push_str(&format!(
-                    "last {name} {} {} {}.{} {:016x}\n",
-                    st.st_ino,
-                    st.st_size,
-                    st.st_mtime,
-                    st.st_mtime_nsec,
-                    fnv1a(&content)
-                ));
-            }
-            Err(Errno::ENOENT) => text.push_str(&format!("last {name} absent\n")),
-            Err(_) => return None,
+        fnv1a(content)
+    )
+}
+
+fn absent_line(name: &str) -> String {
+    format!("last {name} absent\n")
+}
+
+/// Describes `last_reserved_ip.*` file `name` for the stamp, reading it once for both the line
+/// and its content; `None` if it cannot be looked at.
+fn look_at_last(net_dir: &OwnedFd, name: &str) -> Option<LastFile> {
+    let (st, content) = match open_regular(net_dir, name, OFlag::O_RDONLY) {
+        Ok((file, st)) => {
+            let content = read_to_limit(&file, file_size(&st), SMALL).unwrap_or_default();
+            (st, content)
         }
-    }
-    Some(text)
+        // Not a regular file it may open (a symlink, say): described by its own metadata.
+        Err(_) => match fstatat(net_dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => (st, Vec::new()),
+            Err(Errno::ENOENT) => {
+                return Some(LastFile {
+                    line: Some(absent_line(name)),
+                    content: Vec::new(),
+                });
+            }
+            Err(_) => return None,
+        },
+    };
+    Some(LastFile {
+        line: Some(last_line(name, &st, &content)),
+        content,
+    })
 }
 
 #[cfg(test)]

@@ -15,9 +15,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 
+use nix::NixPath;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat, renameat};
-use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
+use nix::fcntl::{AT_FDCWD, AtFlags, Flock, FlockArg, OFlag, openat, renameat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::unistd::{AccessFlags, UnlinkatFlags, faccessat, linkat, unlinkat};
 
 use super::index::Index;
@@ -110,51 +111,98 @@ enum Found {
     Other,
 }
 
-/// Reads the regular file `name` in `dir` without following a symlink (`ELOOP`), refusing other
-/// file types (`EINVAL`) and files over `limit` bytes (`EFBIG`).
-pub fn read_limited(dir: &OwnedFd, name: &str, limit: u64) -> Result<Vec<u8>, Errno> {
-    let flags = OFlag::O_RDONLY
-        | OFlag::O_NOFOLLOW
-        | OFlag::O_NONBLOCK
-        | OFlag::O_NOCTTY
-        | OFlag::O_CLOEXEC;
-    let fd = openat(dir, name, flags, Mode::empty())?;
+/// How every file here is opened: never through a symlink, never waiting for a FIFO's other end,
+/// never becoming a controlling terminal.
+const FILE_FLAGS: OFlag = OFlag::O_NOFOLLOW
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_NOCTTY)
+    .union(OFlag::O_CLOEXEC);
+
+pub fn errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Opens the regular file `name` in `dir` with `flags` (created mode 0600 with `O_CREAT`), never
+/// through a symlink (`ELOOP`), refusing other file types (`EINVAL`). Returns it and its `fstat`.
+pub fn open_regular(dir: &OwnedFd, name: &str, flags: OFlag) -> Result<(File, FileStat), Errno> {
+    let fd = openat(
+        dir,
+        name,
+        flags | FILE_FLAGS,
+        Mode::from_bits_truncate(0o600),
+    )?;
     let st = fstat(fd.as_fd())?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return Err(Errno::EINVAL);
     }
-    let mut bytes = Vec::new();
-    File::from(fd)
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-    if bytes.len() as u64 > limit {
-        return Err(Errno::EFBIG);
+    Ok((File::from(fd), st))
+}
+
+pub fn file_size(st: &FileStat) -> u64 {
+    u64::try_from(st.st_size).unwrap_or(0)
+}
+
+/// Reads `file`, `size` bytes long by its `fstat`, to the end; over `limit` bytes is `EFBIG`.
+pub fn read_to_limit(mut file: &File, size: u64, limit: u64) -> Result<Vec<u8>, Errno> {
+    // Room for more than `size`, so that a read stopping right at `size` is known to have hit the
+    // end without one more read returning nothing.
+    let mut bytes = vec![0; size.min(limit) as usize + 1];
+    let mut len = 0;
+    loop {
+        let n = match file.read(&mut bytes[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(errno(e)),
+        };
+        len += n;
+        if n == 0 || (len as u64 == size && len < bytes.len()) {
+            break;
+        }
+        if len as u64 > limit {
+            return Err(Errno::EFBIG);
+        }
+        if len == bytes.len() {
+            bytes.resize((2 * len).min(limit as usize + 1), 0);
+        }
     }
+    bytes.truncate(len);
     Ok(bytes)
+}
+
+/// Reads the regular file `name` in `dir` without following a symlink (`ELOOP`), refusing other
+/// file types (`EINVAL`) and files over `limit` bytes (`EFBIG`).
+pub fn read_limited(dir: &OwnedFd, name: &str, limit: u64) -> Result<Vec<u8>, Errno> {
+    let (file, st) = open_regular(dir, name, OFlag::O_RDONLY)?;
+    read_to_limit(&file, file_size(&st), limit)
+}
+
+/// Replaces the content of `file`, `size` bytes long, with `bytes` in place. Not atomic: for
+/// files whose torn content is harmless.
+pub fn rewrite(file: &File, size: u64, bytes: &[u8]) -> Result<(), Errno> {
+    file.write_all_at(bytes, 0).map_err(errno)?;
+    // Content no shorter than the old covers all of it: nothing to cut off.
+    if (bytes.len() as u64) < size {
+        file.set_len(bytes.len() as u64).map_err(errno)?;
+    }
+    Ok(())
 }
 
 /// Rewrites the regular file `name` in `dir` in place (created, mode 0600, if `create`), never
 /// through a symlink (`ELOOP`) nor into another file type (`EINVAL`). Not atomic: for files
 /// whose torn content is harmless.
 pub fn overwrite(dir: &OwnedFd, name: &str, bytes: &[u8], create: bool) -> Result<(), Errno> {
-    let mut flags = OFlag::O_WRONLY
-        | OFlag::O_NOFOLLOW
-        | OFlag::O_NONBLOCK
-        | OFlag::O_NOCTTY
-        | OFlag::O_CLOEXEC;
+    let mut flags = OFlag::O_WRONLY;
     if create {
         flags |= OFlag::O_CREAT;
     }
-    let fd = openat(dir, name, flags, Mode::from_bits_truncate(0o600))?;
-    let st = fstat(fd.as_fd())?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-        return Err(Errno::EINVAL);
-    }
-    let file = File::from(fd);
-    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-    file.write_all_at(bytes, 0).map_err(errno)?;
-    file.set_len(bytes.len() as u64).map_err(errno)
+    let (file, st) = open_regular(dir, name, flags)?;
+    rewrite(&file, file_size(&st), bytes)
+}
+
+/// Opens directory `path` (relative to `parent`) without following a symlink at its end.
+pub fn open_dir<P: ?Sized + NixPath>(parent: impl AsFd, path: &P) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    openat(parent, path, flags, Mode::empty())
 }
 
 fn inspect(dir: &OwnedFd, name: &str) -> Result<Option<Found>, Errno> {
@@ -189,14 +237,21 @@ impl Store {
     /// `set_count` is the number of configured range sets.
     pub fn open(data_dir: &Path, network: &str, set_count: usize) -> CniResult<Store> {
         let path = data_dir.join(network);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&path)
-            .map_err(|e| CniError::internal(format!("mkdir {}: {e}", path.display())))?;
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let dir = nix::fcntl::open(&path, flags, Mode::empty())
-            .map_err(|e| CniError::internal(format!("open {}: {}", path.display(), e.desc())))?;
+        // It exists but on a network's first call, so open first; when that fails, create it
+        // (which also reports a file in the way as the reference does) and open again.
+        let dir = match open_dir(AT_FDCWD, &path) {
+            Ok(dir) => dir,
+            Err(_) => {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&path)
+                    .map_err(|e| CniError::internal(format!("mkdir {}: {e}", path.display())))?;
+                open_dir(AT_FDCWD, &path).map_err(|e| {
+                    CniError::internal(format!("open {}: {}", path.display(), e.desc()))
+                })?
+            }
+        };
         let lock_flags = OFlag::O_CREAT | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         // The reference's lock (go-filemutex) is created with mode 0750.
         let mut lock_file = File::from(
@@ -248,17 +303,17 @@ impl Store {
 
     /// The address last reserved in range set `set`, if the file holds one.
     pub fn last_reserved(&self, set: usize) -> Option<IpAddr> {
-        let bytes = read_limited(
-            &self.dir,
-            &format!("{LAST_RESERVED_PREFIX}{set}"),
-            CONTENT_LIMIT,
-        )
-        .ok()?;
-        std::str::from_utf8(&bytes)
-            .ok()?
-            .parse()
-            .ok()
-            .map(canonical)
+        let name = format!("{LAST_RESERVED_PREFIX}{set}");
+        // Checking the index stamp has usually read it already.
+        let read;
+        let bytes = match self.index.known_last(&name) {
+            Some(bytes) => bytes,
+            None => {
+                read = read_limited(&self.dir, &name, CONTENT_LIMIT).ok()?;
+                &read
+            }
+        };
+        std::str::from_utf8(bytes).ok()?.parse().ok().map(canonical)
     }
 
     /// Every reservation whose file names container `id` (with any interface, or none).
@@ -357,7 +412,7 @@ impl Store {
             }
             return Err(err);
         }
-        self.index.wrote_last(&last);
+        self.index.wrote_last(&last, name.as_bytes());
         self.index.added(&Holding {
             name,
             holder: holder.clone(),
@@ -367,14 +422,21 @@ impl Store {
 
     /// Writes the staging file: created fresh, never through a symlink.
     fn stage(&self, bytes: &[u8]) -> CniResult<()> {
-        match unlinkat(&self.dir, TEMP, UnlinkatFlags::NoRemoveDir) {
-            Ok(()) | Err(Errno::ENOENT) => {}
-            Err(e) => return Err(self.error("remove", TEMP, e)),
-        }
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = openat(&self.dir, TEMP, flags, Mode::from_bits_truncate(0o600))
-            .map_err(|e| self.error("open", TEMP, e))?;
+        let create = || openat(&self.dir, TEMP, flags, Mode::from_bits_truncate(0o600));
+        let fd = match create() {
+            // Left by a crash (it only exists under the lock): remove it and start again.
+            Err(Errno::EEXIST) => {
+                match unlinkat(&self.dir, TEMP, UnlinkatFlags::NoRemoveDir) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    Err(e) => return Err(self.error("remove", TEMP, e)),
+                }
+                create()
+            }
+            created => created,
+        }
+        .map_err(|e| self.error("open", TEMP, e))?;
         let written = File::from(fd).write_all(bytes);
         if let Err(e) = written {
             let _ = unlinkat(&self.dir, TEMP, UnlinkatFlags::NoRemoveDir);
@@ -411,20 +473,10 @@ impl Store {
         })
     }
 
-    /// Removes a reservation if its file still names its holder.
+    /// Removes a reservation that [`Store::holdings`] or [`Store::reserve`] gave in this
+    /// operation: its file was read or written under the lock held since, so it is not read
+    /// again.
     pub fn release(&mut self, holding: &Holding) -> CniResult<()> {
-        match inspect(&self.dir, &holding.name) {
-            Ok(Some(Found::Held(holder))) if holder == holding.holder => {}
-            Ok(None) => {
-                self.index.removed(holding);
-                return Ok(());
-            }
-            Ok(Some(_)) => {
-                self.index.distrust();
-                return Ok(());
-            }
-            Err(e) => return Err(self.error("read", &holding.name, e)),
-        }
         self.index.before_change();
         match unlinkat(&self.dir, holding.name.as_str(), UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(Errno::ENOENT) => {
@@ -613,6 +665,47 @@ mod tests {
         store.commit();
         assert_eq!(files(&dir), ["last_reserved_ip.0", "lock"]);
         assert!(files(&tmp.0.join(".cnibox/net")).contains(&"stamp".to_string()));
+    }
+
+    #[test]
+    fn reads_stop_at_the_end_and_at_the_limit() {
+        let tmp = TempDir::new("read");
+        let dir = open_dir(AT_FDCWD, &tmp.0).unwrap();
+        for (len, limit) in [(0, 8), (5, 8), (8, 8), (9, 8), (300, 1000)] {
+            let bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            std::fs::write(tmp.0.join("f"), &bytes).unwrap();
+            let read = read_limited(&dir, "f", limit);
+            if len as u64 > limit {
+                assert_eq!(read, Err(Errno::EFBIG), "{len}");
+            } else {
+                assert_eq!(read.unwrap(), bytes, "{len}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_interrupted_operation_leaves_the_index_untrusted() {
+        let tmp = TempDir::new("interrupted");
+        let c1 = Holder::new("c1", "eth0");
+        let mut store = Store::open(&tmp.0, "net", 1).unwrap();
+        // The first full read builds the index.
+        assert!(store.holdings("c1").unwrap().is_empty());
+        assert!(store.reserve(ip("10.0.0.2"), &c1, 0).unwrap());
+        store.commit();
+        // Dropped after a change but before its commit, as by a crash.
+        let mut store = Store::open(&tmp.0, "net", 1).unwrap();
+        assert!(store.index.trusted());
+        assert!(store.reserve(ip("10.0.0.3"), &c1, 0).unwrap());
+        drop(store);
+        let stamp = std::fs::read(tmp.0.join(".cnibox/net/stamp")).unwrap();
+        assert!(stamp.starts_with(b"void\n"));
+        let mut store = Store::open(&tmp.0, "net", 1).unwrap();
+        assert!(!store.index.trusted());
+        assert_eq!(store.holdings("c1").unwrap().len(), 2);
+        assert_eq!(store.last_reserved(0), Some(ip("10.0.0.3")));
+        store.commit();
+        let store = Store::open(&tmp.0, "net", 1).unwrap();
+        assert!(store.index.trusted());
     }
 
     #[test]

@@ -120,49 +120,38 @@ pub struct VethOptions<'a> {
     pub mac: Option<[u8; 6]>,
     /// Host end name; None picks `veth` + random hex, retried on a clash.
     pub host_name: Option<&'a str>,
+    /// Index of the bridge the host end becomes a port of as it is made.
+    pub master: Option<u32>,
 }
 
-/// Creates a veth pair from inside `container`: `ifname` there, its peer straight in the
-/// calling thread's namespace (`host`, with socket `host_nl`), then sets the host end up with
-/// `accept_ra=0`, as the reference's `ip.SetupVeth`.
+/// Creates a veth pair: `ifname` in `container`, its peer in the calling thread's namespace
+/// (socket `host_nl`), up, with `accept_ra=0`, as the reference's `ip.SetupVeth`. One request
+/// from the host side makes both ends, sets the host end up and, if asked, on its bridge; the
+/// reference makes it from inside the container and then needs three more.
 pub fn setup_veth(
     host_nl: &Netlink,
     container: &NetNs,
     ifname: &str,
     opts: &VethOptions,
 ) -> CniResult<Veth> {
-    let host = NetNs::current()
-        .map_err(|e| CniError::internal(format!("failed to open the plugin's own netns: {e}")))?;
     let mut attempt = 0;
-    let (peer_name, container_link) = loop {
+    let peer_name = loop {
         attempt += 1;
         let peer_name = match opts.host_name {
             Some(name) => name.to_string(),
             None => random_veth_name()?,
         };
-        let created = in_netns(container, |nl| {
-            let mut peer = VethPeer::new(peer_name.as_str());
-            peer.netns = Some(host.fd());
-            peer.mtu = opts.mtu;
-            let mut spec = LinkSpec::new(ifname, LinkKind::Veth(peer));
-            spec.mtu = opts.mtu;
-            spec.mac = opts.mac;
-            match nl.create_link(&spec) {
-                Ok(()) => {}
-                Err(e) => return Ok(Err(e)),
-            }
-            let link = nl.link_by_name(ifname).map_err(CniError::internal)?;
-            match link {
-                Some(link) => Ok(Ok(link)),
-                None => Err(CniError::internal(format!(
-                    "failed to lookup {ifname:?} after creating it"
-                ))),
-            }
-        })?;
-        match created {
-            Ok(link) => break (peer_name, link),
+        let mut container_end = VethPeer::new(ifname);
+        container_end.netns = Some(container.fd());
+        container_end.mtu = opts.mtu;
+        container_end.mac = opts.mac;
+        let mut spec = LinkSpec::new(peer_name.as_str(), LinkKind::Veth(container_end));
+        spec.mtu = opts.mtu;
+        spec.master = opts.master;
+        spec.up = true;
+        match host_nl.create_link(&spec) {
+            Ok(()) => break peer_name,
             Err(e) if e.errno() == libc::EEXIST => {
-                // Unlike the reference, the clash is looked for where the peer was made.
                 let peer_clash = host_nl
                     .link_by_name(&peer_name)
                     .map_err(CniError::internal)?
@@ -187,11 +176,15 @@ pub fn setup_veth(
                 "failed to lookup {peer_name:?} in the host namespace: link not found"
             ))
         })?;
-    host_nl
-        .set_up(host_link.index, true)
-        .map_err(|e| CniError::internal(format!("failed to set {peer_name:?} up: {e}")))?;
     // We want to own the routes of this interface; the reference ignores a failure too.
     let _ = sysctl::write(&format!("net/ipv6/conf/{peer_name}/accept_ra"), "0");
+    let container_link = in_netns(container, |nl| {
+        nl.link_by_name(ifname)
+            .map_err(CniError::internal)?
+            .ok_or_else(|| {
+                CniError::internal(format!("failed to lookup {ifname:?} after creating it"))
+            })
+    })?;
     Ok(Veth {
         host: host_link,
         container: container_link,

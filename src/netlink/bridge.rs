@@ -8,6 +8,7 @@ use neli::rtnl::{Ifinfomsg, IfinfomsgBuilder, Rtattr};
 use neli::types::{Buffer, RtBuffer};
 
 use super::attr::{self, CodecError};
+use super::consts::RTEXT_FILTER_BRVLAN;
 use super::link::{link_msg, own_attrs};
 use super::{Netlink, NetlinkError};
 
@@ -27,9 +28,6 @@ const IFLA_BRIDGE_VLAN_INFO: u16 = 2;
 const BRIDGE_FLAGS_MASTER: u16 = 1;
 const BRIDGE_VLAN_INFO_PVID: u16 = 2;
 const BRIDGE_VLAN_INFO_UNTAGGED: u16 = 4;
-
-/// `linux/rtnetlink.h`: ask a link dump for the bridge VLAN lists.
-const RTEXT_FILTER_BRVLAN: u32 = 1 << 1;
 
 /// `NLA_F_NESTED`: the kernel's bridge code wants it on `IFLA_PROTINFO`.
 const NLA_F_NESTED: u16 = 1 << 15;

@@ -4,6 +4,10 @@
 /// `NLA_F_NESTED | NLA_F_NET_BYTEORDER` may be set on any attribute type the kernel sends.
 pub const NLA_TYPE_MASK: u16 = 0x3fff;
 
+/// `linux/rtnetlink.h`: `IFLA_EXT_MASK` bits (bridge VLAN lists, no counters).
+pub const RTEXT_FILTER_BRVLAN: u32 = 1 << 1;
+pub const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+
 /// `linux/veth.h`: nested in `IFLA_INFO_DATA`, payload is an `ifinfomsg` plus attributes.
 pub const VETH_INFO_PEER: u16 = 1;
 

@@ -8,7 +8,7 @@ use neli::rtnl::{Ifinfomsg, IfinfomsgBuilder, Rtattr};
 use neli::types::{Buffer, RtBuffer};
 
 use super::attr::{self, CodecError};
-use super::consts::VETH_INFO_PEER;
+use super::consts::{RTEXT_FILTER_SKIP_STATS, VETH_INFO_PEER};
 use super::link_kinds::{Ipvlan, Macvlan, Vlan};
 use super::{Netlink, NetlinkError};
 
@@ -43,6 +43,10 @@ pub struct LinkSpec<'a> {
     pub mac: Option<[u8; 6]>,
     /// Create the link straight in this namespace rather than the socket's.
     pub netns: Option<BorrowedFd<'a>>,
+    /// Make it a port of this link (a bridge) as it is created.
+    pub master: Option<u32>,
+    /// Set it up as it is created (for a veth: this end; the peer stays down).
+    pub up: bool,
 }
 
 impl<'a> LinkSpec<'a> {
@@ -53,6 +57,8 @@ impl<'a> LinkSpec<'a> {
             mtu: None,
             mac: None,
             netns: None,
+            master: None,
+            up: false,
         }
     }
 }
@@ -100,18 +106,20 @@ impl Netlink {
     /// The link called `name`, or None if there is none.
     pub fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
         let op = format!("get link {name}");
-        let req = attr::attr(Ifla::Ifname, name).and_then(|a| link_msg(0, vec![a]));
+        let req = (|| link_msg(0, vec![attr::attr(Ifla::Ifname, name)?, skip_stats()?]))();
         self.get_link(&op, req)
     }
 
     pub fn link_by_index(&self, index: u32) -> Result<Option<Link>, NetlinkError> {
         let op = format!("get link {index}");
-        self.get_link(&op, link_msg(index, Vec::new()))
+        let req = skip_stats().and_then(|mask| link_msg(index, vec![mask]));
+        self.get_link(&op, req)
     }
 
     pub fn links(&self) -> Result<Vec<Link>, NetlinkError> {
         let op = "list links";
-        let msgs: Vec<Ifinfomsg> = self.dump(op, Rtm::Getlink, link_msg(0, Vec::new()))?;
+        let req = skip_stats().and_then(|mask| link_msg(0, vec![mask]));
+        let msgs: Vec<Ifinfomsg> = self.dump(op, Rtm::Getlink, req)?;
         msgs.iter()
             .map(|m| parse_link(m).map_err(|e| NetlinkError::codec(op, e)))
             .collect()
@@ -232,16 +240,30 @@ pub(super) fn link_msg(
         .build()?)
 }
 
+/// `IFLA_EXT_MASK` asking the kernel to leave the counters out of a link's description: no
+/// caller reads them, and they are a fifth of the message.
+fn skip_stats() -> Result<Rtattr<Ifla, Buffer>, CodecError> {
+    attr::attr(Ifla::ExtMask, RTEXT_FILTER_SKIP_STATS)
+}
+
 fn new_link_msg(spec: &LinkSpec) -> Result<Ifinfomsg, CodecError> {
     let mut attrs = own_attrs(&spec.name, spec.mtu, spec.mac, spec.netns)?;
     if let Some(parent) = spec.kind.parent() {
         attrs.push(attr::attr(Ifla::Link, parent)?);
     }
+    if let Some(master) = spec.master {
+        attrs.push(attr::attr(Ifla::Master, master)?);
+    }
     if matches!(spec.kind, LinkKind::Veth(_)) {
         attrs.extend(single_queue()?);
     }
     attrs.push(link_info(&spec.kind)?);
-    link_msg(0, attrs)
+    let builder = IfinfomsgBuilder::default()
+        .ifi_family(RtAddrFamily::Unspecified)
+        .ifi_index(0)
+        .rtattrs(attrs.into_iter().collect::<RtBuffer<_, _>>());
+    let builder = if spec.up { builder.up() } else { builder };
+    Ok(builder.build()?)
 }
 
 /// One TX and one RX queue for a veth end. The kernel gives a veth as many queues as CPUs but

@@ -185,10 +185,12 @@ impl Netlink {
         Req: Size + ToBytes + fmt::Debug,
     {
         let req = req.map_err(|e| NetlinkError::codec(op, e))?;
-        self.exchange::<Req, Buffer>(op, ty, flags, req).map(|_| ())
+        self.exchange::<Req, Buffer>(op, ty, flags | NlmF::ACK, req)
+            .map(|_| ())
     }
 
-    /// A single-object GET; the kernel answers with one message.
+    /// A single-object GET; the kernel answers with one message (or an error), so no ACK is
+    /// asked for: it would cost a second receive.
     fn get<Req, Resp>(
         &self,
         op: &str,
@@ -218,7 +220,7 @@ impl Netlink {
         let req = req.map_err(|e| NetlinkError::codec(op, e))?;
         let mut attempt = 1;
         loop {
-            let reply = self.exchange::<Req, Resp>(op, ty, NlmF::DUMP, req.clone())?;
+            let reply = self.exchange::<Req, Resp>(op, ty, NlmF::DUMP | NlmF::ACK, req.clone())?;
             if !reply.interrupted {
                 return Ok(reply.data);
             }
@@ -230,7 +232,8 @@ impl Netlink {
         }
     }
 
-    /// Sends one request and reads until its ACK, error or end of dump.
+    /// Sends one request and reads until its ACK, error or end of dump; without `NlmF::ACK`
+    /// and `NlmF::DUMP`, until the one answer.
     fn exchange<Req, Resp>(
         &self,
         op: &str,
@@ -246,7 +249,7 @@ impl Netlink {
         self.seq.set(seq);
         let msg = NlmsghdrBuilder::default()
             .nl_type(ty)
-            .nl_flags(flags | NlmF::REQUEST | NlmF::ACK)
+            .nl_flags(flags | NlmF::REQUEST)
             .nl_seq(seq)
             .nl_payload(NlPayload::Payload(req))
             .build()
@@ -259,6 +262,7 @@ impl Netlink {
             .send(bytes.get_ref(), Msg::empty())
             .map_err(|e| NetlinkError::socket(op, e.into()))?;
 
+        let single = !flags.intersects(NlmF::ACK | NlmF::DUMP);
         let mut reply = Reply {
             data: Vec::new(),
             interrupted: false,
@@ -308,6 +312,9 @@ impl Netlink {
                         )
                         .map_err(|e| NetlinkError::codec(op, e.into()))?;
                         reply.data.push(parsed);
+                        if single {
+                            return Ok(reply);
+                        }
                     }
                     // NOOP and the like carry nothing for us.
                     _ => {}

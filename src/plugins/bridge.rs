@@ -341,6 +341,7 @@ fn add_port(
         mtu: conf.mtu,
         mac,
         host_name: None,
+        master: Some(bridge.index),
     };
     let veth = iface::setup_veth(host_nl, netns, ifname, &opts)?;
     made.veth = true;
@@ -352,7 +353,7 @@ fn add_port(
         trunk: &conf.trunk,
         preserve_default_vlan: conf.preserve_default_vlan,
     };
-    attach_port(host_nl, host, bridge, &port)?;
+    configure_port(host_nl, host, &port)?;
     let mut result = CniOutput {
         interfaces: vec![
             Interface {
@@ -491,18 +492,12 @@ struct PortConfig<'a> {
     preserve_default_vlan: bool,
 }
 
-/// Makes `port` a port of `bridge` with the hairpin and isolation flags and the VLAN entries:
-/// existing ones dropped unless preserved, the access VLAN as PVID untagged, each trunk VLAN
+/// Gives bridge port `port` (made on its bridge by `setup_veth`) the hairpin and isolation
+/// flags and the VLAN entries: existing ones dropped unless preserved, the access VLAN as PVID untagged, each trunk VLAN
 /// tagged, and VLAN 1 as PVID untagged for a trunk without an access VLAN.
-fn attach_port(nl: &Netlink, port: &Link, bridge: &Link, cfg: &PortConfig) -> CniResult<()> {
+fn configure_port(nl: &Netlink, port: &Link, cfg: &PortConfig) -> CniResult<()> {
     let name = port.name.as_str();
     let index = port.index;
-    nl.set_master(index, Some(bridge.index)).map_err(|e| {
-        CniError::internal(format!(
-            "failed to connect {name:?} to bridge {}: {e}",
-            bridge.name
-        ))
-    })?;
     // A new port has both flags off: only turning one on needs a (locked) change.
     let hairpin = PortSettings {
         hairpin: Some(true),
@@ -713,6 +708,7 @@ fn ensure_vlan_interface(nl: &Netlink, bridge: &Link, conf: &BridgeConf) -> CniR
         .map_err(|e| CniError::internal(format!("faild to find host namespace: {e}")))?;
     let opts = VethOptions {
         mtu: Some(bridge.mtu).filter(|m| *m > 0),
+        master: Some(bridge.index),
         ..VethOptions::default()
     };
     let port = PortConfig {
@@ -723,7 +719,7 @@ fn ensure_vlan_interface(nl: &Netlink, bridge: &Link, conf: &BridgeConf) -> CniR
         preserve_default_vlan: conf.preserve_default_vlan,
     };
     let veth = iface::setup_veth(nl, &host, &name, &opts)
-        .and_then(|veth| attach_port(nl, &veth.host, bridge, &port).map(|()| veth))
+        .and_then(|veth| configure_port(nl, &veth.host, &port).map(|()| veth))
         .map_err(|e| e.context(format!("faild to create vlan gateway {name:?}")))?;
     nl.set_up(veth.container.index, true)
         .map_err(|e| CniError::internal(format!("failed to up {name:?}: {e}")))?;

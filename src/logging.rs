@@ -13,6 +13,9 @@ use crate::cni::Env;
 
 /// Installs the logger from a configuration; later calls (an in-process delegate) keep the first.
 pub fn configure(config: &Value, applet: &str, env: &Env) {
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
     let text = |key: &str| config.get(key).and_then(Value::as_str).unwrap_or_default();
     let level_name = std::env::var("CNI_LOG_LEVEL").unwrap_or_else(|_| text("logLevel").into());
     let level = parse_level(&level_name).unwrap_or(Level::WARN);

@@ -1,6 +1,7 @@
 //! The dispatcher every applet runs through: the reference skel's checks, in its order.
 
 use std::io::Read;
+use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -232,8 +233,12 @@ fn check_version_gate(applet: &Applet, command: Command, config_version: &str) -
 /// Refuses a `CNI_NETNS` that is the plugin's own namespace (a recycled `/proc/PID/ns/net`
 /// once made loopback DEL take the host's `lo` down). Runs before the handler acts, unlike the
 /// reference, which checks after the damage is done. A path that cannot be opened passes.
+/// The `CNI_NETNS` that passed [`check_not_own_netns`] in this process: an in-process
+/// delegate (IPAM) gets the same one and need not open it again.
+static NOT_OWN_NETNS: OnceLock<String> = OnceLock::new();
+
 fn check_not_own_netns(netns: &str) -> CniResult<()> {
-    if netns.is_empty() {
+    if netns.is_empty() || NOT_OWN_NETNS.get().is_some_and(|passed| passed == netns) {
         return Ok(());
     }
     let Ok(target) = crate::netns::NetNs::open(netns) else {
@@ -251,6 +256,7 @@ fn check_not_own_netns(netns: &str) -> CniResult<()> {
             "plugin's netns and netns from CNI_NETNS should not be the same",
         ));
     }
+    let _ = NOT_OWN_NETNS.set(netns.to_string());
     Ok(())
 }
 

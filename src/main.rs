@@ -1,6 +1,7 @@
 //! cnibox: every CNI reference plugin in one static binary, picked by the name it was run as.
 
 mod applets;
+mod arena;
 mod cni;
 mod firewall;
 mod iface;
@@ -12,6 +13,9 @@ mod netns;
 mod plugins;
 mod sha512;
 mod sysctl;
+
+#[global_allocator]
+static ALLOCATOR: arena::Arena = arena::Arena::new();
 
 fn main() {
     std::process::exit(applets::main());

@@ -401,6 +401,59 @@ fn container_mac_from_runtime_config_args_and_cni_args() {
     assert_eq!(host.reservations("brmac"), Vec::<String>::new());
 }
 
+/// IPAM runs while the veth pair is made: whichever of the two fails, the ADD reports the
+/// reference's error and leaves neither a reservation nor a link behind.
+#[test]
+fn a_failed_veth_or_ipam_leaves_nothing() {
+    let dir = AppletDir::new();
+    let host = Host::new("br-x");
+    let bridge = Plugin::ours(&dir, &host, "bridge");
+    let ctr = Netns::new("br-xc");
+    let conf = with(
+        &config(&host, "1.0.0", "brfail", "10.74.8.0/24"),
+        json!({"bridge": "br-x"}),
+    );
+    // The container already has an eth0: the veth fails, the reservation made meanwhile goes.
+    ctr.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+    ]);
+    let out = bridge.run("ADD", "ctr-x", ctr.path_str(), "eth0", &conf);
+    assert!(
+        msg(&out).contains("already exists"),
+        "unexpected error: {}",
+        msg(&out)
+    );
+    assert_eq!(host.reservations("brfail"), Vec::<String>::new());
+    assert!(host.links_named("veth").is_empty(), "a host veth was left");
+    // An exhausted range: IPAM fails, the veth made meanwhile goes.
+    let full = with(
+        &conf,
+        json!({"ipam": {"type": "host-local", "dataDir": host.data_dir(), "ranges": [[{
+            "subnet": "10.74.8.0/24", "rangeStart": "10.74.8.9", "rangeEnd": "10.74.8.9"
+        }]]}}),
+    );
+    bridge
+        .run("ADD", "ctr-y", ctr.path_str(), "eth1", &full)
+        .assert_success();
+    let out = bridge.run("ADD", "ctr-z", ctr.path_str(), "eth2", &full);
+    assert!(
+        msg(&out).contains("no IP addresses available"),
+        "unexpected error: {}",
+        msg(&out)
+    );
+    assert_eq!(host.reservations("brfail"), ["10.74.8.9"]);
+    assert!(
+        ctr.ip(&["link", "show"])
+            .lines()
+            .all(|l| !l.contains("eth2")),
+        "the container kept eth2"
+    );
+    assert_eq!(host.links_named("veth").len(), 1, "only ctr-y's veth stays");
+    bridge
+        .run("DEL", "ctr-y", ctr.path_str(), "eth1", &full)
+        .assert_success();
+}
+
 #[test]
 fn gateway_address_conflicts_and_force_address() {
     let dir = AppletDir::new();

@@ -343,7 +343,20 @@ fn add_port(
         host_name: None,
         master: Some(bridge.index),
     };
-    let veth = iface::setup_veth(host_nl, netns, ifname, &opts)?;
+    // IPAM (files, or another process) runs while the kernel makes the veth pair: neither
+    // needs the other. Errors keep the reference's order: the veth's, the port's, then IPAM's.
+    let (veth, reserved) = std::thread::scope(|scope| {
+        let ipam = conf.layer3.then(|| scope.spawn(|| shared::ipam_add(req)));
+        let veth = iface::setup_veth(host_nl, netns, ifname, &opts);
+        let reserved = ipam.map(|worker| {
+            worker
+                .join()
+                .unwrap_or_else(|_| Err(CniError::internal("the IPAM call panicked")))
+        });
+        (veth, reserved)
+    });
+    made.ipam = matches!(reserved, Some(Ok(_)));
+    let veth = veth?;
     made.veth = true;
     let host = &veth.host;
     let port = PortConfig {
@@ -374,9 +387,8 @@ fn add_port(
             &spoof_check_id(req),
         )?;
     }
-    if conf.layer3 {
-        let ipam_result = shared::ipam_add(req)?;
-        made.ipam = true;
+    if let Some(reserved) = reserved {
+        let ipam_result = reserved?;
         result.ips = ipam_result.ips;
         result.routes = ipam_result.routes;
         result.dns = ipam_result.dns;

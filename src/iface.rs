@@ -81,23 +81,39 @@ pub fn mac_string(mac: Option<[u8; 6]>) -> String {
     mac.map(crate::netlink::format_mac).unwrap_or_default()
 }
 
-/// The two ends of a new veth pair, as the kernel reports them after creation.
+/// The host end of a new veth pair: in the plugin's namespace, up, `accept_ra=0`. Its name and
+/// index come with the pair; its MAC takes a lookup ([`Netlink::link_by_index`]).
+#[derive(Debug, Clone)]
+pub struct HostEnd {
+    pub name: String,
+    pub index: u32,
+}
+
+/// The two ends of a new veth pair.
 #[derive(Debug, Clone)]
 pub struct Veth {
-    /// In the plugin's (host) namespace, up, `accept_ra=0`.
-    pub host: Link,
-    /// In the container, down, named `CNI_IFNAME`.
+    pub host: HostEnd,
+    /// In the container, down, named `CNI_IFNAME`, as the kernel reports it after creation.
     pub container: Link,
 }
 
 impl Veth {
-    /// The result entry of the host end.
-    pub fn host_interface(&self) -> Interface {
-        Interface {
-            name: self.host.name.clone(),
-            mac: mac_string(self.host.mac),
+    /// The result entry of the host end, with the MAC it has now.
+    pub fn host_interface(&self, host_nl: &Netlink) -> CniResult<Interface> {
+        let link = host_nl
+            .link_by_index(self.host.index)
+            .map_err(CniError::internal)?
+            .ok_or_else(|| {
+                CniError::internal(format!(
+                    "failed to lookup {:?}: link not found",
+                    self.host.name
+                ))
+            })?;
+        Ok(Interface {
+            name: link.name,
+            mac: mac_string(link.mac),
             ..Interface::default()
-        }
+        })
     }
 
     /// The result entry of the container end.
@@ -168,14 +184,6 @@ pub fn setup_veth(
             }
         }
     };
-    let host_link = host_nl
-        .link_by_name(&peer_name)
-        .map_err(CniError::internal)?
-        .ok_or_else(|| {
-            CniError::internal(format!(
-                "failed to lookup {peer_name:?} in the host namespace: link not found"
-            ))
-        })?;
     // We want to own the routes of this interface; the reference ignores a failure too.
     let _ = sysctl::write(&format!("net/ipv6/conf/{peer_name}/accept_ra"), "0");
     let container_link = in_netns(container, |nl| {
@@ -185,8 +193,26 @@ pub fn setup_veth(
                 CniError::internal(format!("failed to lookup {ifname:?} after creating it"))
             })
     })?;
+    // A veth end names its peer's index (`IFLA_LINK`): no lookup of the host end needed.
+    let index = match container_link.peer_index {
+        Some(index) => index,
+        None => {
+            host_nl
+                .link_by_name(&peer_name)
+                .map_err(CniError::internal)?
+                .ok_or_else(|| {
+                    CniError::internal(format!(
+                        "failed to lookup {peer_name:?} in the host namespace: link not found"
+                    ))
+                })?
+                .index
+        }
+    };
     Ok(Veth {
-        host: host_link,
+        host: HostEnd {
+            name: peer_name,
+            index,
+        },
         container: container_link,
     })
 }

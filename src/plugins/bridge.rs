@@ -34,7 +34,7 @@ use super::shared::{self, null_default};
 use crate::cni::result::{Interface, Route as ResultRoute};
 use crate::cni::{Applet, CniError, CniOutput, CniResult, Command, Request};
 use crate::firewall::{self, MasqBackend};
-use crate::iface::{self, OPER_UP, VethOptions};
+use crate::iface::{self, HostEnd, OPER_UP, VethOptions};
 use crate::ipam;
 use crate::netlink::{BridgeVlan, Family, Link, Netlink, PortSettings};
 use crate::netns::NetNs;
@@ -374,7 +374,11 @@ fn add_port(
                 mac: iface::mac_string(bridge.mac),
                 ..Interface::default()
             },
-            veth.host_interface(),
+            // The host end's MAC is filled in once the port is up.
+            Interface {
+                name: host.name.clone(),
+                ..Interface::default()
+            },
             veth.container_interface(&req.env.netns),
         ],
         ..CniOutput::default()
@@ -507,7 +511,7 @@ struct PortConfig<'a> {
 /// Gives bridge port `port` (made on its bridge by `setup_veth`) the hairpin and isolation
 /// flags and the VLAN entries: existing ones dropped unless preserved, the access VLAN as PVID untagged, each trunk VLAN
 /// tagged, and VLAN 1 as PVID untagged for a trunk without an access VLAN.
-fn configure_port(nl: &Netlink, port: &Link, cfg: &PortConfig) -> CniResult<()> {
+fn configure_port(nl: &Netlink, port: &HostEnd, cfg: &PortConfig) -> CniResult<()> {
     let name = port.name.as_str();
     let index = port.index;
     // A new port has both flags off: only turning one on needs a (locked) change.

@@ -100,7 +100,7 @@ fn add_after_ipam(
         return Err(CniError::internal("container namespace lost"));
     };
     result.interfaces = vec![
-        veth.host_interface(),
+        veth.host_interface(&host_nl)?,
         veth.container_interface(&req.env.netns),
     ];
     for ip in &mut result.ips {

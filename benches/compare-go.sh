@@ -15,14 +15,15 @@
 # Prints the ratios Go/cnibox and whether each target holds (ADD >= 5x, DEL >= 1.5x, RSS
 # <= 1/3, parallel >= 3x, size >= 15x); exits 1 if one does not.
 #
-# Each timed ADD and DEL starts after SETTLE seconds of quiet. Back to back, a DEL pays for
-# kernel work its own ADD left running (RCU callbacks, link events), which a slower ADD has
-# already waited out: measured so, cnibox's DEL looked 3 ms slower than Go's (21.6 against
-# 18.6 ms) while settled it is 5 ms faster (21.2 against 26.7). SETTLE=0 measures back to back.
+# SETTLE=S starts each timed ADD and DEL after S seconds of quiet (default 0: back to back).
+# Back to back, a DEL pays for kernel work its own ADD left running (RCU callbacks, link
+# events), which a slower ADD has already waited out: so measured, cnibox's DEL once looked
+# 3 ms slower than Go's (21.6 against 18.6 ms); with SETTLE=0.05 it is 5 ms faster (21.2
+# against 26.7). Settling costs the ADDs of both a cold start, cnibox's more in proportion.
 #
 # Env: CNIBOX_BIN (default target/x86_64-unknown-linux-musl/release/cnibox),
 #      GO_DIR (default /usr/lib/cni), RUNS (default 20), ROUNDS (blocks the sequential runs
-#      alternate in, default 4), PARALLEL (default 50), SETTLE (default 0.05).
+#      alternate in, default 4), PARALLEL (default 50), SETTLE (default 0).
 # Needs root, iproute2, nsenter (util-linux) and /usr/bin/time (apt-get install time).
 
 set -euo pipefail
@@ -33,7 +34,7 @@ GO_DIR=${GO_DIR:-/usr/lib/cni}
 RUNS=${RUNS:-20}
 ROUNDS=${ROUNDS:-4}
 PARALLEL=${PARALLEL:-50}
-SETTLE=${SETTLE:-0.05}
+SETTLE=${SETTLE:-0}
 
 MODE=${1:-}
 if [ -z "$MODE" ]; then
@@ -268,8 +269,11 @@ row() { printf '%-26s %14s %14s %9s  %s\n' "$1" "$2" "$3" "$4" "$5"; }
 row "ADD" "$(ms "${add[rs]}")" "$(ms "${add[go]}")" "$(ratio "${add[go]}" "${add[rs]}")" "$(verdict "$r_add" 5)"
 row "DEL" "$(ms "${del[rs]}")" "$(ms "${del[go]}")" "$(ratio "${del[go]}" "${del[rs]}")" "$(verdict "$r_del" 1.5)"
 row "  kernel veth deletion" "$(ms "$floor")" "$(ms "$floor")" "" "(floor under both DELs)"
-row "  DEL above the floor" "$(ms $((del[rs] > floor ? del[rs] - floor : 0)))" "$(ms $((del[go] > floor ? del[go] - floor : 0)))" \
-    "$(ratio $((del[go] > floor ? del[go] - floor : 0)) $((del[rs] > floor ? del[rs] - floor : 1)))" ""
+above_rs=$((del[rs] > floor ? del[rs] - floor : 0))
+above_go=$((del[go] > floor ? del[go] - floor : 0))
+above_ratio=n/a
+[ "$above_rs" = 0 ] || [ "$above_go" = 0 ] || above_ratio=$(ratio "$above_go" "$above_rs")
+row "  DEL above the floor" "$(ms "$above_rs")" "$(ms "$above_go")" "$above_ratio" ""
 row "peak RSS of one ADD" "$(mb "${rss[rs]}")" "$(mb "${rss[go]}")" "$(ratio "${rss[go]}" "${rss[rs]}")" "$(verdict "$r_rss" 3)"
 row "$PARALLEL parallel ADDs" "$(ms "${par[rs]}")" "$(ms "${par[go]}")" "$(ratio "${par[go]}" "${par[rs]}")" "$(verdict "$r_par" 3)"
 row "on-disk size" "$(mb $((size_rs / 1024)))" "$(mb $((size_go / 1024)))" "$(ratio "$size_go" "$size_rs")" "$(verdict "$r_size" 15)"

@@ -401,8 +401,8 @@ fn container_mac_from_runtime_config_args_and_cni_args() {
     assert_eq!(host.reservations("brmac"), Vec::<String>::new());
 }
 
-/// IPAM runs while the veth pair is made: whichever of the two fails, the ADD reports the
-/// reference's error and leaves neither a reservation nor a link behind.
+/// Whichever of the veth pair and IPAM fails, the ADD reports the reference's error and leaves
+/// neither a reservation nor a link behind.
 #[test]
 fn a_failed_veth_or_ipam_leaves_nothing() {
     let dir = AppletDir::new();
@@ -413,7 +413,7 @@ fn a_failed_veth_or_ipam_leaves_nothing() {
         &config(&host, "1.0.0", "brfail", "10.74.8.0/24"),
         json!({"bridge": "br-x"}),
     );
-    // The container already has an eth0: the veth fails, the reservation made meanwhile goes.
+    // The container already has an eth0: the veth fails, and nothing is reserved.
     ctr.ip(&[
         "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
     ]);
@@ -425,7 +425,7 @@ fn a_failed_veth_or_ipam_leaves_nothing() {
     );
     assert_eq!(host.reservations("brfail"), Vec::<String>::new());
     assert!(host.links_named("veth").is_empty(), "a host veth was left");
-    // An exhausted range: IPAM fails, the veth made meanwhile goes.
+    // An exhausted range: IPAM fails, and the veth made before it goes.
     let full = with(
         &conf,
         json!({"ipam": {"type": "host-local", "dataDir": host.data_dir(), "ranges": [[{

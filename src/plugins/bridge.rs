@@ -343,20 +343,7 @@ fn add_port(
         host_name: None,
         master: Some(bridge.index),
     };
-    // IPAM (files, or another process) runs while the kernel makes the veth pair: neither
-    // needs the other. Errors keep the reference's order: the veth's, the port's, then IPAM's.
-    let (veth, reserved) = std::thread::scope(|scope| {
-        let ipam = conf.layer3.then(|| scope.spawn(|| shared::ipam_add(req)));
-        let veth = iface::setup_veth(host_nl, netns, ifname, &opts);
-        let reserved = ipam.map(|worker| {
-            worker
-                .join()
-                .unwrap_or_else(|_| Err(CniError::internal("the IPAM call panicked")))
-        });
-        (veth, reserved)
-    });
-    made.ipam = matches!(reserved, Some(Ok(_)));
-    let veth = veth?;
+    let veth = iface::setup_veth(host_nl, netns, ifname, &opts)?;
     made.veth = true;
     let host = &veth.host;
     let port = PortConfig {
@@ -391,8 +378,9 @@ fn add_port(
             &spoof_check_id(req),
         )?;
     }
-    if let Some(reserved) = reserved {
-        let ipam_result = reserved?;
+    if conf.layer3 {
+        let ipam_result = shared::ipam_add(req)?;
+        made.ipam = true;
         result.ips = ipam_result.ips;
         result.routes = ipam_result.routes;
         result.dns = ipam_result.dns;

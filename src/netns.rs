@@ -19,7 +19,6 @@ use std::thread;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::stat::fstat;
 use nix::sys::statfs::{NSFS_MAGIC, PROC_SUPER_MAGIC, statfs};
 
 #[cfg_attr(not(test), allow(dead_code))] // only the tests use it in this build
@@ -135,8 +134,10 @@ impl NetNs {
         self.file.as_fd()
     }
 
+    #[cfg(test)] // the tests' guard; the own-namespace check compares paths (`is_current`)
     /// True if both handles refer to the same namespace (same nsfs inode).
     pub fn is_same(&self, other: &NetNs) -> bool {
+        use nix::sys::stat::fstat;
         match (fstat(self.file.as_fd()), fstat(other.file.as_fd())) {
             (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
             _ => false,
@@ -158,6 +159,19 @@ impl NetNs {
         let _back = Return { origin };
         Ok(f())
     }
+}
+
+/// Whether `path` names the calling thread's own namespace: `Ok(None)` if `path` cannot be
+/// looked at. Two `stat`s (which follow nsfs links to the namespace's inode) rather than
+/// opening both.
+pub fn is_current(path: &Path) -> io::Result<Option<bool>> {
+    let Ok(target) = nix::sys::stat::stat(path) else {
+        return Ok(None);
+    };
+    let own = nix::sys::stat::stat(THREAD_NETNS)?;
+    Ok(Some(
+        (target.st_dev, target.st_ino) == (own.st_dev, own.st_ino),
+    ))
 }
 
 /// Takes the thread back to `origin` when dropped.
@@ -486,6 +500,17 @@ pub(crate) mod tests {
         }));
         assert!(unwound.is_err());
         assert!(NetNs::current().unwrap().is_same(&before));
+    }
+
+    #[test]
+    fn netns_is_current_compares_namespaces_by_path() {
+        let scratch = ScratchNetns::new();
+        let path = Path::new(NETNS_RUN_DIR).join(&scratch.name);
+        assert_eq!(is_current(&path).unwrap(), Some(false));
+        assert_eq!(is_current(Path::new(THREAD_NETNS)).unwrap(), Some(true));
+        let inside = scratch.ns.run(|| is_current(&path).unwrap()).unwrap();
+        assert_eq!(inside, Some(true));
+        assert_eq!(is_current(&path.with_extension("missing")).unwrap(), None);
     }
 
     #[test]

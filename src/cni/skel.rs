@@ -241,16 +241,13 @@ fn check_not_own_netns(netns: &str) -> CniResult<()> {
     if netns.is_empty() || NOT_OWN_NETNS.get().is_some_and(|passed| passed == netns) {
         return Ok(());
     }
-    let Ok(target) = crate::netns::NetNs::open(netns) else {
-        return Ok(());
-    };
-    let own = crate::netns::NetNs::current().map_err(|e| {
+    let own = crate::netns::is_current(std::path::Path::new(netns)).map_err(|e| {
         CniError::new(
             code::INVALID_NETNS,
             format!("get plugin's netns failed: {e}"),
         )
     })?;
-    if target.is_same(&own) {
+    if own == Some(true) {
         return Err(CniError::new(
             code::INVALID_NETNS,
             "plugin's netns and netns from CNI_NETNS should not be the same",

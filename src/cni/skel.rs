@@ -230,13 +230,13 @@ fn check_version_gate(applet: &Applet, command: Command, config_version: &str) -
     Ok(())
 }
 
-/// Refuses a `CNI_NETNS` that is the plugin's own namespace (a recycled `/proc/PID/ns/net`
-/// once made loopback DEL take the host's `lo` down). Runs before the handler acts, unlike the
-/// reference, which checks after the damage is done. A path that cannot be opened passes.
 /// The `CNI_NETNS` that passed [`check_not_own_netns`] in this process: an in-process
-/// delegate (IPAM) gets the same one and need not open it again.
+/// delegate (IPAM) gets the same one and need not look again.
 static NOT_OWN_NETNS: OnceLock<String> = OnceLock::new();
 
+/// Refuses a `CNI_NETNS` that is the plugin's own namespace (a recycled `/proc/PID/ns/net`
+/// once made loopback DEL take the host's `lo` down). Runs before the handler acts, unlike the
+/// reference, which checks after the damage is done. A path that cannot be looked at passes.
 fn check_not_own_netns(netns: &str) -> CniResult<()> {
     if netns.is_empty() || NOT_OWN_NETNS.get().is_some_and(|passed| passed == netns) {
         return Ok(());

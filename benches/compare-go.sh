@@ -107,6 +107,9 @@ plugin() {
         "$dir/bridge" <<<"${CONF[$impl]}" >"$out/out"
 }
 
+# settle: SETTLE seconds of quiet; nothing at all (not even a `sleep` process) when it is 0.
+settle() { [ "$SETTLE" = 0 ] || sleep "$SETTLE"; }
+
 fail_run() {
     echo "$1 failed:" >&2
     cat "$out/out" >&2
@@ -123,11 +126,11 @@ if [ "${1:-}" = --inner-sequential ]; then
     for ((r = first; r < last; r++)); do ip netns add "$PREFIX-$impl-s$((r + 1))"; done
     for ((r = first; r < last; r++)); do
         ns=$PREFIX-$impl-s$((r + 1))
-        sleep "$SETTLE"
+        settle
         t0=${EPOCHREALTIME/[.,]/}
         plugin "$impl" ADD "seq-$r" "/run/netns/$ns" || fail_run "$impl ADD"
         t1=${EPOCHREALTIME/[.,]/}
-        sleep "$SETTLE"
+        settle
         t2=${EPOCHREALTIME/[.,]/}
         plugin "$impl" DEL "seq-$r" "/run/netns/$ns" || fail_run "$impl DEL"
         t3=${EPOCHREALTIME/[.,]/}

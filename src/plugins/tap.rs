@@ -151,8 +151,19 @@ fn create_tap(
 }
 
 /// Creates the tap from a child process running this binary under the SELinux label
-/// `label`, in the calling thread's namespace (which the child inherits).
+/// `label`, in the calling thread's namespace (which the child inherits). The label is set on
+/// a throwaway thread: it stays on the thread that set it, and anything that thread ran later
+/// (an IPAM plugin) would run under it too.
 fn create_labelled(spec: &TapSpec, label: &str) -> CniResult<()> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| run_labelled_helper(spec, label))
+            .join()
+            .unwrap_or_else(|_| Err(CniError::internal("failed to create tap: helper panicked")))
+    })
+}
+
+fn run_labelled_helper(spec: &TapSpec, label: &str) -> CniResult<()> {
     std::fs::write("/proc/thread-self/attr/exec", label)
         .map_err(|e| CniError::internal(format!("failed set socket label: {e}")))?;
     let mut args: Vec<String> = vec![

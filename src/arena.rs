@@ -136,7 +136,7 @@ unsafe impl GlobalAlloc for Arena {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if let Some(start) = self.offset_of(ptr)
-            && (new_size <= layout.size() || self.move_end(start + layout.size(), start + new_size))
+            && (self.move_end(start + layout.size(), start + new_size) || new_size <= layout.size())
         {
             return ptr;
         }
@@ -193,6 +193,10 @@ mod tests {
             let moved = arena.realloc(grown, layout(4096, 8), 8192);
             assert!(moved as usize > b as usize);
             assert_eq!(std::slice::from_raw_parts(moved, 16), &[7; 16]);
+            // The newest block shrinks in place and, freed at its new size, goes back whole.
+            assert_eq!(arena.realloc(moved, layout(8192, 8), 32), moved);
+            arena.dealloc(moved, layout(32, 8));
+            assert_eq!(arena.alloc(layout(8, 8)), moved);
         }
     }
 
